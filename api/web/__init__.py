@@ -1,0 +1,7 @@
+"""Server-rendered web pages (leaderboard, studies, runs, recipes)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(include_in_schema=False)

@@ -1,0 +1,220 @@
+"""CLI commands: ``optforge search`` (a study on the embedded default) and ``optforge dashboard``.
+
+``optforge search`` uses the same scheduler code path as the service (``search.scheduler.tick``
+asks/tells; runs are rows in our DB); instead of a broker, the runs it dispatches are executed by
+``--parallel`` local worker processes that call the worker's own ``train_run`` task body, so
+claiming, training, metrics and the pruner hook are exactly the worker's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import typer
+
+Execute = Callable[[int], Any]
+
+
+def execute_run(run_id: int) -> None:
+    """Run one queued run in this process through the worker's task body."""
+    from workers.tasks import train_run  # type: ignore[import-not-found]
+
+    fn = getattr(train_run, "run", train_run)
+    fn(run_id)
+
+
+class _InlineExecutor(Executor):
+    """Runs submitted calls immediately in this process (``--parallel 1``)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - reported through the future
+            fut.set_exception(exc)
+        return fut
+
+
+def run_local_study(
+    study_id: int,
+    parallel: int,
+    execute: Execute = execute_run,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    poll_s: float = 0.5,
+) -> dict[str, Any]:
+    """Drive a study to completion with ``parallel`` local executors; returns the detail."""
+    from core.db import session_scope
+    from search.scheduler import tick
+    from search.study_view import study_detail
+
+    queue: list[int] = []
+    running: dict[Future[Any], int] = {}
+    pool: Executor = _InlineExecutor() if parallel <= 1 else _process_pool(parallel)
+    try:
+        while True:
+            tick(study_id, dispatch=queue.append)
+            with session_scope() as session:
+                detail = study_detail(session, study_id)
+            if on_progress:
+                on_progress(detail)
+            if detail["status"] != "running":
+                return detail
+            while queue and len(running) < max(parallel, 1):
+                run_id = queue.pop(0)
+                running[pool.submit(execute, run_id)] = run_id
+            if running:
+                done, _ = wait(list(running), timeout=None, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    running.pop(fut)
+                    if fut.exception() is not None:
+                        typer.echo(f"run failed in executor: {fut.exception()!r}", err=True)
+            else:
+                time.sleep(poll_s)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _process_pool(parallel: int) -> Executor:
+    import multiprocessing
+
+    return ProcessPoolExecutor(
+        max_workers=parallel, mp_context=multiprocessing.get_context("spawn")
+    )
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def pareto_table(detail: dict[str, Any]) -> Any:
+    """A rich table of the study's current Pareto front."""
+    from rich.table import Table
+
+    objectives = detail.get("objectives") or ["value"]
+    table = Table(title=f"Pareto front of study {detail['id']} ({detail['workload']})")
+    for col in ["trial", *objectives, "norms", "momentum", "rank", "bits", "lr"]:
+        table.add_column(col)
+    for t in detail["pareto_front"]:
+        d = (t.get("recipe") or {}).get("design", {})
+        table.add_row(
+            str(t["number"]),
+            *[_fmt(v) for v in t["values"]],
+            ">".join(d.get("norms", [])) or "-",
+            str((d.get("momentum") or {}).get("placement", "-")),
+            str(d.get("rank")),
+            str(d.get("state_bits")),
+            _fmt((t.get("recipe") or {}).get("lr")),
+        )
+    return table
+
+
+def _progress_line(detail: dict[str, Any]) -> str:
+    p = detail["progress"]
+    done = p["complete"] + p["pruned"] + p["failed"]
+    best = detail["best_trials"][0]["values"] if detail["best_trials"] else None
+    return (
+        f"trials {done}/{p['n_trials']} (running {p['running']}, pruned {p['pruned']}, "
+        f"failed {p['failed']}) best {best} front {len(detail['pareto_front'])}"
+    )
+
+
+def _search(
+    workload: str,
+    trials: int,
+    space: Path | None,
+    parallel: int,
+    steps: int | None,
+    seed: int,
+    sampler: str,
+    as_json: bool,
+) -> None:
+    from rich.console import Console, Group
+    from rich.live import Live
+
+    from core.db import get_engine, session_scope
+    from core.models import Base
+    from search.scheduler import StudySpec, create_study
+
+    Base.metadata.create_all(get_engine())  # embedded default: idempotent, no-op when migrated
+    n_steps = steps or _default_steps(workload)
+    spec = StudySpec(
+        workload=workload,
+        steps=n_steps,
+        space=_load_space_dict(space),
+        n_trials=trials,
+        parallelism=parallel,
+        seed=seed,
+        sampler=sampler,
+    )
+    with session_scope() as session:
+        study_id = create_study(session, spec).id
+    console = Console(stderr=as_json)
+    with Live(console=console, refresh_per_second=2, transient=as_json) as live:
+
+        def show(detail: dict[str, Any]) -> None:
+            live.update(Group(_progress_line(detail), pareto_table(detail)))
+
+        detail = run_local_study(study_id, parallel, on_progress=show)
+    if as_json:
+        typer.echo(json.dumps(detail, default=str))
+    else:
+        console.print(_progress_line(detail))
+
+
+def _default_steps(workload: str) -> int:
+    try:
+        from core.workloads import get_workload
+    except ImportError:
+        return 50
+    return int(get_workload(workload).default_steps)
+
+
+def _load_space_dict(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    from search.space import load_space
+
+    return load_space(path).model_dump(mode="json", by_alias=True)
+
+
+def _dashboard(port: int) -> None:
+    import shutil
+    import subprocess
+
+    from core.config import get_settings
+
+    url = get_settings().optuna_storage_url
+    exe = shutil.which("optuna-dashboard")
+    if exe is None:
+        typer.echo("optuna-dashboard is not installed: pip install 'optuna-dashboard>=0.17'")
+        raise typer.Exit(1)
+    typer.echo(f"optuna-dashboard on {url} at http://127.0.0.1:{port}")
+    subprocess.run([exe, url, "--port", str(port)], check=False)  # noqa: S603
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to the root app."""
+
+    @app.command("search")
+    def search(
+        workload: str = typer.Option("shakespeare-lm", help="workload name"),
+        trials: int = typer.Option(30, "--trials", min=1, help="number of trials"),
+        space: Path | None = typer.Option(None, help="design space YAML/JSON (default: shipped)"),
+        parallel: int = typer.Option(2, "--parallel", min=1, help="local worker processes"),
+        steps: int | None = typer.Option(None, help="steps per run (default: workload's)"),
+        seed: int = typer.Option(0, help="study (sampler) seed"),
+        sampler: str = typer.Option("tpe", help="tpe | nsga2 | gp | random"),
+        as_json: bool = typer.Option(False, "--json", help="print the final study as JSON"),
+    ) -> None:
+        """Search the recipe design space with Optuna on the embedded default."""
+        _search(workload, trials, space, parallel, steps, seed, sampler, as_json)
+
+    @app.command("dashboard")
+    def dashboard(port: int = typer.Option(8080, help="dashboard port")) -> None:
+        """Open optuna-dashboard on the study storage (settings.optuna_storage_url)."""
+        _dashboard(port)

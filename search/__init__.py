@@ -1,0 +1,1 @@
+"""search: design space, Optuna studies, scheduler, pruner, leaderboard."""

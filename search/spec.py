@@ -1,0 +1,40 @@
+"""What a client submits to start a study (API body, CLI flags, bench)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from search.space import DesignSpace, default_space, load_space
+
+
+class StudySpec(BaseModel):
+    """What a client submits to start a study (API body, CLI flags)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    workload: str = "synthetic-lm"
+    steps: int = Field(50, ge=1)
+    space: dict[str, Any] | None = None  # None = the shipped default space
+    objectives: list[str] = Field(default_factory=lambda: ["val_loss", "state_bytes_per_param"])
+    sampler: str = "tpe"
+    seed: int | None = 0
+    n_trials: int = Field(20, ge=1)
+    parallelism: int = Field(2, ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    max_state_bytes_per_param: float | None = Field(None, gt=0)
+    pruning: bool = True
+    max_retries: int = Field(1, ge=0, le=5)
+    queue: str = "cpu"
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("seeds must be a non-empty list of distinct ints")
+        return v
+
+    def design_space(self) -> DesignSpace:
+        return default_space() if self.space is None else load_space(self.space)

@@ -1,0 +1,180 @@
+"""The Optuna adapter: the ONLY optforge module that imports optuna.
+
+Optuna lives in its own storage (``settings.optuna_storage_url``: a separate SQLite file, or a
+Postgres database/schema via ``search_path``), never in our tables (services.md §0.3). One central
+asker (search/scheduler.py) calls :func:`ask` and :func:`tell`; workers never touch Optuna.
+
+* Samplers: ``tpe`` (default), ``nsga2``, ``gp``, ``random``; the sampler is rebuilt before
+  every ask with the seed ``derive_seed(study_seed, n_trials_so_far)`` so a replay of the same
+  history asks the same sequence of recipes whatever process asks, and consecutive asks never
+  repeat a random stream (services.md §0.5).
+* Objectives: multi-objective ``[val_loss, state_bytes_per_param]`` (both minimised) by default;
+  or one of ``val_loss`` / ``steps_to_target``.
+* Constraint: ``max_state_bytes_per_param`` is recorded with Optuna 5's ``Trial.set_constraint``
+  (value ``bytes - max``; feasible when <= 0) before the trial is told.
+* Stale trials: the scheduler fails/retries them itself (ask/tell has no heartbeat, §0.1);
+  :func:`tell` always uses ``skip_if_finished=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.space import DesignSpace, suggest_params
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("val_loss", "state_bytes_per_param", "steps_to_target")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+DEFAULT_OBJECTIVES = ("val_loss", "state_bytes_per_param")
+CONSTRAINT_KEY = "state_bytes_per_param"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def check_objectives(objectives: list[str]) -> list[str]:
+    """Validate an objectives list (multi: val_loss + state_bytes_per_param; single: one)."""
+    objs = list(objectives) or list(DEFAULT_OBJECTIVES)
+    bad = [o for o in objs if o not in OBJECTIVES]
+    if bad:
+        raise ValueError(f"unknown objective(s) {bad}; allowed: {list(OBJECTIVES)}")
+    if len(set(objs)) != len(objs):
+        raise ValueError(f"duplicate objectives: {objs}")
+    if "steps_to_target" in objs and len(objs) > 1:
+        raise ValueError("steps_to_target is a single-objective study")
+    return objs
+
+
+def derive_seed(seed: int | None, n_trials: int) -> int | None:
+    """The sampler seed for the tick that follows ``n_trials`` asked trials."""
+    if seed is None:
+        return None
+    return (int(seed) * 1_000_003 + n_trials) % (2**32)
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """A sampler by name (TPE has Optuna 5's constant liar on by default)."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; allowed: {list(SAMPLERS)}")
+
+
+@lru_cache(maxsize=8)
+def get_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's RDB storage for ``url`` (pool_pre_ping for Postgres, §2.3)."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 30}}
+    else:
+        kwargs = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def _storage_url(url: str | None) -> str:
+    if url:
+        return url
+    from core.config import get_settings
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    return settings.optuna_storage_url
+
+
+def open_study(
+    name: str,
+    objectives: list[str],
+    sampler: str = "tpe",
+    seed: int | None = None,
+    n_asked: int = 0,
+    url: str | None = None,
+) -> optuna.Study:
+    """Create or load the Optuna twin of a study, with the sampler for this tick."""
+    objs = check_objectives(objectives)
+    directions = [optuna.study.StudyDirection.MINIMIZE] * len(objs)
+    return optuna.create_study(
+        study_name=name,
+        storage=get_storage(_storage_url(url)),
+        sampler=make_sampler(sampler, derive_seed(seed, n_asked)),
+        directions=directions,
+        load_if_exists=True,
+    )
+
+
+def reseed(study: optuna.Study, sampler: str, seed: int | None, n_asked: int) -> None:
+    """Give the study a fresh sampler seeded for ask number ``n_asked`` (replayable asks)."""
+    study.sampler = make_sampler(sampler, derive_seed(seed, n_asked))
+
+
+def ask(study: optuna.Study, space: DesignSpace) -> tuple[int, dict[str, Any]]:
+    """Ask one trial; returns (trial number, flat params incl. fixed single choices)."""
+    trial = study.ask()
+    params = suggest_params(trial, space)
+    return trial.number, params
+
+
+def _trial_id(study: optuna.Study, number: int) -> int:
+    return study._storage.get_trial_id_from_study_id_trial_number(  # noqa: SLF001
+        study._study_id, number
+    )
+
+
+def tell(
+    study: optuna.Study,
+    number: int,
+    state: str,
+    values: list[float] | None = None,
+    reason: str | None = None,
+    constraint: float | None = None,
+) -> None:
+    """Finish trial ``number``: state ``complete`` | ``pruned`` | ``failed`` (idempotent)."""
+    storage = study._storage  # noqa: SLF001
+    trial_id = _trial_id(study, number)
+    frozen = storage.get_trial(trial_id)
+    if frozen.state.is_finished():
+        return
+    if reason:
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason[:500])
+    if constraint is not None:
+        storage.set_trial_system_attr(trial_id, f"constraints:{CONSTRAINT_KEY}", float(constraint))
+    if state == "complete":
+        study.tell(number, values=values, state=TrialState.COMPLETE, skip_if_finished=True)
+    elif state == "pruned":
+        study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
+    else:
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def fail_orphans(study: optuna.Study, known: set[int]) -> list[int]:
+    """FAIL running Optuna trials that have no optforge trial (asked, then our commit failed).
+
+    Otherwise constant liar would avoid their region forever (services.md §2.4).
+    """
+    orphans = [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.number not in known
+    ]
+    for number in orphans:
+        tell(study, number, "failed", reason="orphaned: not recorded by the scheduler")
+    return orphans
+
+
+def trial_states(study: optuna.Study) -> dict[int, str]:
+    """Optuna's view: trial number -> state name (for consistency checks and the dashboard)."""
+    return {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+
+
+def delete(name: str, url: str | None = None) -> None:
+    """Remove a study from Optuna's storage (tests, cleanup)."""
+    optuna.delete_study(study_name=name, storage=get_storage(_storage_url(url)))

@@ -1,0 +1,88 @@
+"""/v1/studies on the embedded default (SQLite), runs finished by the synthetic executor."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from test_scheduler import CRAFTED_SPACE, drive, execute
+
+from core.models import Base
+
+
+@pytest.fixture
+def client(data_dir, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OPTFORGE_AUTH_MODE", "off")
+    from core.config import get_settings
+    from core.db import get_engine
+
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+
+    Base.metadata.create_all(get_engine())
+    import search.scheduler as sched
+
+    sent: list[int] = []
+    monkeypatch.setattr(sched, "default_dispatch", sent.append)
+    from api.routes.studies import router
+
+    app = FastAPI()
+    app.include_router(router, prefix="/v1")
+    with TestClient(app) as c:
+        c.sent = sent  # type: ignore[attr-defined]
+        yield c
+
+
+def test_study_lifecycle_over_http(client) -> None:  # type: ignore[no-untyped-def]
+    body = {
+        "space": CRAFTED_SPACE,
+        "workload": "synthetic-lm",
+        "steps": 12,
+        "n_trials": 5,
+        "parallelism": 2,
+        "seeds": [0],
+        "sampler": "random",
+        "seed": 1,
+        "pruning": False,
+    }
+    r = client.post("/v1/studies", json=body)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert r.json()["progress"]["running"] == 2 and len(client.sent) == 2
+    for run_id in client.sent:
+        execute(run_id)
+    drive(sid)
+    detail = client.get(f"/v1/studies/{sid}").json()
+    assert detail["status"] == "completed" and detail["progress"]["complete"] == 5
+    front = detail["pareto_front"]
+    assert front and all(t["recipe"]["design"]["norms"] for t in front)
+    # with state bytes equal, the front is the single lowest-loss trial (ties kept)
+    best = min(t["values"][0] for t in detail["best_trials"])
+    assert {t["values"][0] for t in front} == {best}
+    trials = client.get(f"/v1/studies/{sid}/trials").json()
+    assert len(trials) == 5 and all(len(t["runs"]) == 1 for t in trials)
+    assert all(t["status"] != "running" for t in trials)
+    assert [s["id"] for s in client.get("/v1/studies").json()] == [sid]
+
+
+def test_bad_spec_and_cancel_and_404(client) -> None:  # type: ignore[no-untyped-def]
+    bad = client.post("/v1/studies", json={"space": {"norms": {"sequences": [["x"]]}, "lr": [1]}})
+    assert bad.status_code == 422 and "unknown value" in bad.text
+    extra = client.post("/v1/studies", json={"n_trials": 2, "bogus": 1})
+    assert extra.status_code == 422
+    r = client.post("/v1/studies", json={"space": CRAFTED_SPACE, "steps": 12, "n_trials": 3})
+    sid = r.json()["id"]
+    c = client.post(f"/v1/studies/{sid}/cancel")
+    assert c.status_code == 200 and c.json()["status"] == "cancelled"
+    assert client.get("/v1/studies/999").status_code == 404
+    assert client.get("/v1/studies/999/trials").status_code == 404
+
+
+def test_writes_need_a_key_by_default(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OPTFORGE_AUTH_MODE", "writes")
+    from core.config import get_settings
+
+    get_settings.cache_clear()
+    r = client.post("/v1/studies", json={"n_trials": 2})
+    assert r.status_code == 401
+    assert client.get("/v1/studies").status_code == 200
