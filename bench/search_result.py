@@ -1,41 +1,51 @@
 """Benchmark (not a test): search the default design space on shakespeare-lm, compare to AdamW.
 
-Runs a study of ``--trials`` trials of the shipped default space on the embedded default (CPU,
-``--parallel`` local worker processes, the same scheduler path as ``optforge search``), then
-trains AdamW at each lr of ``--adamw-lrs`` for the same steps and seed, and writes
-``docs/search_results.md``: the Pareto front, AdamW's val loss at its best lr, and the best
-recipe with <= 25 % (and <= 10 %) of AdamW's state bytes per parameter with its loss relative
-to AdamW.
+Trains AdamW at each lr of ``--adamw-lrs`` (same workload, steps and seed; ``--parallel`` local
+processes), then runs a study of ``--trials`` trials of the shipped default space on the embedded
+default (CPU, ``--parallel`` local worker processes, the same scheduler path as
+``optforge search``), and writes ``docs/search-results.md``: the Pareto front, AdamW's val loss
+at its best lr, and the best recipe with <= 25 % (and <= 10 %) of AdamW's state bytes per
+parameter with its loss relative to AdamW.
 
-    OPTFORGE_DATA_DIR=/tmp/ofbench .venv/bin/python bench/search_result.py \
-        --trials 30 --steps 150 --parallel 2
+    OPTFORGE_DATA_DIR=/tmp/ofbench OPTFORGE_TORCH_THREADS=1 .venv/bin/python \
+        bench/search_result.py --trials 30 --steps 120 --parallel 2
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 
-def adamw_baseline(workload: str, steps: int, seed: int, lrs: list[float]) -> dict[str, Any]:
-    """AdamW's final val loss per lr (same workload/steps/seed); returns the best."""
-    from workers.train import run_workload  # type: ignore[import-not-found]
+def _adamw_run(workload: str, steps: int, seed: int, lr: float, threads: int) -> dict[str, Any]:
+    import torch
 
     import optim_core
+    from workers.train import run_workload
 
-    results = []
-    for lr in lrs:
-        res = run_workload(workload, optim_core.presets.get("adamw", lr=lr), steps, seed, lr)
-        results.append(
-            {
-                "lr": lr,
-                "status": res.status,
-                "val_loss": res.final_val_loss,
-                "state_bytes_per_param": res.state_bytes_per_param,
-            }
-        )
+    torch.set_num_threads(threads)
+    res = run_workload(workload, optim_core.presets.get("adamw", lr=lr), steps, seed, lr)
+    return {
+        "lr": lr,
+        "status": res.status,
+        "val_loss": res.final_val_loss,
+        "state_bytes_per_param": res.state_bytes_per_param,
+        "wall_s": res.wall_s,
+    }
+
+
+def adamw_baseline(
+    workload: str, steps: int, seed: int, lrs: list[float], parallel: int, threads: int
+) -> dict[str, Any]:
+    """AdamW's final val loss per lr (same workload/steps/seed); returns the best."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool:
+        futures = [pool.submit(_adamw_run, workload, steps, seed, lr, threads) for lr in lrs]
+        results = [f.result() for f in futures]
     ok = [r for r in results if r["val_loss"] is not None and r["status"] == "succeeded"]
     best = min(ok, key=lambda r: r["val_loss"])
     return {"best": best, "sweep": results}
@@ -51,12 +61,19 @@ def _recipe_words(trial: dict[str, Any]) -> str:
     recipe = trial.get("recipe") or {}
     d = recipe.get("design", {})
     mom = d.get("momentum") or {}
+    placement = mom.get("placement", "none")
+    momentum = str(placement)
+    if placement != "none":
+        momentum += f"(β={mom.get('beta', 0):.3g}, {mom.get('position')}"
+        momentum += ", nesterov)" if mom.get("nesterov") else ")"
+    rank = str(d.get("rank"))
+    if d.get("rank") is not None:
+        proj = d.get("projection") or {}
+        rank += f"({proj.get('basis')}, refresh {proj.get('refresh')}, {proj.get('complement')})"
     parts = [
         "norms=" + (">".join(d.get("norms", [])) or "-"),
-        "momentum="
-        + str(mom.get("placement"))
-        + (f"(β={mom['beta']:.3g})" if "beta" in mom else ""),
-        f"rank={d.get('rank')}",
+        "momentum=" + momentum,
+        "rank=" + rank,
         f"bits={d.get('state_bits')}",
         f"lr={recipe.get('lr', 0):.3g}",
         f"wd={recipe.get('weight_decay')}",
@@ -110,20 +127,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="shakespeare-lm")
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--adamw-lrs", default="0.001,0.003,0.01")
-    parser.add_argument("--out", type=Path, default=Path("docs/search_results.md"))
+    parser.add_argument("--adamw-lrs", default="0.001,0.003,0.006,0.01")
+    parser.add_argument("--out", type=Path, default=Path("docs/search-results.md"))
     args = parser.parse_args()
 
-    from core.db import get_engine, session_scope
-    from core.models import Base
+    from core.config import get_settings
+    from core.db import session_scope
+    from core.migrate import upgrade
     from optforge.cli.search_cmds import _progress_line, run_local_study
     from search.scheduler import StudySpec, create_study
 
-    Base.metadata.create_all(get_engine())
+    upgrade()
     t0 = time.time()
+    threads = get_settings().torch_threads or 1
+    lrs = [float(x) for x in args.adamw_lrs.split(",")]
+    adamw = adamw_baseline(args.workload, args.steps, args.seed, lrs, args.parallel, threads)
+    print("AdamW:", adamw, f"({time.time() - t0:.0f} s)", flush=True)
     spec = StudySpec(
         workload=args.workload,
         steps=args.steps,
@@ -135,10 +157,10 @@ def main() -> None:
     with session_scope() as s:
         study_id = create_study(s, spec).id
     detail = run_local_study(
-        study_id, args.parallel, on_progress=lambda d: print(_progress_line(d), flush=True)
+        study_id,
+        args.parallel,
+        on_progress=lambda d: print(f"{time.time() - t0:.0f}s", _progress_line(d), flush=True),
     )
-    lrs = [float(x) for x in args.adamw_lrs.split(",")]
-    adamw = adamw_baseline(args.workload, args.steps, args.seed, lrs)
     command = "bench/search_result.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
     )

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     lease_seconds: int = 120  # a running run must renew its lease this often
     reaper_interval_s: float = 30.0  # how often expired leases are looked for
     max_attempts: int = 3  # deliveries of one run before it is marked failed
+    # A run still queued this long after its last dispatch is sent again by the reaper (a lost
+    # message, e.g. Redis flushed); duplicates are harmless (the claim is atomic).
+    redispatch_after_s: float = 900.0
     # Redis redelivers unacked messages after this; longer than the longest run (12 h).
     visibility_timeout_s: int = 43_200
     torch_threads: int | None = None  # per worker process; None = torch's default

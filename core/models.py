@@ -181,6 +181,8 @@ class Run(Base):
     peak_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
     env: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Last time a train_run message was sent for this queued run (the reaper re-sends when old).
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

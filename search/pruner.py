@@ -37,9 +37,17 @@ class PeerRun:
     state_bytes_per_param: float | None = None
 
 
-def rungs_for(steps: int, eta: int = ETA, n_rungs: int = N_RUNGS) -> list[int]:
-    """The rung steps for a run of ``steps`` steps (ascending, each >= 1, < steps)."""
+def rungs_for(
+    steps: int, eta: int = ETA, n_rungs: int = N_RUNGS, eval_every: int | None = None
+) -> list[int]:
+    """The rung steps for a run of ``steps`` steps (ascending, each >= 1, < steps).
+
+    With ``eval_every`` (the workload's evaluation period) each rung moves up to the next
+    evaluation step, so every rung is a step at which all runs have a validation loss.
+    """
     rungs = {max(1, round(steps / eta**k)) for k in range(1, n_rungs + 1)}
+    if eval_every:
+        rungs = {math.ceil(r / eval_every) * eval_every for r in rungs}
     return sorted(r for r in rungs if r < steps)
 
 
@@ -93,11 +101,12 @@ def decide(
     steps: int,
     eta: int = ETA,
     min_peers: int = MIN_PEERS,
+    eval_every: int | None = None,
 ) -> bool:
     """Whole decision for one evaluation of one run (pure; see the module docstring)."""
     if not math.isfinite(val_loss):
         return True
-    rung = current_rung(step, rungs_for(steps, eta))
+    rung = current_rung(step, rungs_for(steps, eta, eval_every=eval_every))
     if rung is None:
         return False
     curve = [*(p for p in own_curve if p[0] != step), (step, val_loss)]
@@ -153,4 +162,21 @@ def should_prune_run(run_id: int, step: int, val_loss: float) -> bool:
         if r.trial_id != run.trial_id
     ]
     own_bytes = next((r.state_bytes_per_param for r in rows if r.id == run_id), None)
-    return decide(step, val_loss, curves.get(run_id, []), own_bytes, peers, run.steps)
+    return decide(
+        step,
+        val_loss,
+        curves.get(run_id, []),
+        own_bytes,
+        peers,
+        run.steps,
+        eval_every=_eval_every(run.workload),
+    )
+
+
+def _eval_every(workload: str) -> int | None:
+    from core.workloads import get_workload
+
+    try:
+        return int(get_workload(workload).eval_every)
+    except ValueError:  # a workload that left the catalog: rungs at the raw fractions
+        return None

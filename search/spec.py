@@ -9,6 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from search.space import DesignSpace, default_space, load_space
 
 
+class StudySpecError(ValueError):
+    """A study spec the service refuses (unknown sampler, limits...); ``field`` names the key."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = (field,)
+
+
 class StudySpec(BaseModel):
     """What a client submits to start a study (API body, CLI flags)."""
 

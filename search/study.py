@@ -19,13 +19,17 @@ asker (search/scheduler.py) calls :func:`ask` and :func:`tell`; workers never to
 from __future__ import annotations
 
 import logging
+import random
+import re
+import time
 from functools import lru_cache
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from search.space import DesignSpace, suggest_params
+from search.space import DesignSpace
+from search.suggest import suggest_params
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +76,60 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 @lru_cache(maxsize=8)
 def get_storage(url: str) -> optuna.storages.BaseStorage:
-    """Optuna's RDB storage for ``url`` (pool_pre_ping for Postgres, §2.3)."""
+    """Optuna's RDB storage for ``url`` (pool_pre_ping and a small pool for Postgres, §2.3).
+
+    A Postgres URL may put Optuna in its own schema (``?options=-csearch_path%3Doptuna``); the
+    schema is created if missing. Table creation races between processes (optuna#1092) are
+    retried.
+    """
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 30}}
     else:
         kwargs = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        _ensure_schema(url)
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception:  # noqa: BLE001 - concurrent create_all/version stamping
+            if attempt == 2:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+def search_path_schema(url: str) -> str | None:
+    """The schema named by a ``search_path`` option in a Postgres URL (None if absent)."""
+    match = re.search(r"search_path(?:%3D|=)([A-Za-z_][A-Za-z0-9_]*)", url)
+    return match.group(1) if match else None
+
+
+def _ensure_schema(url: str) -> None:
+    schema = search_path_schema(url)
+    if schema is None:
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        engine.dispose()
+
+
+def check_separate_storage(optuna_url: str, database_url: str) -> None:
+    """Refuse an Optuna storage that shares our database without a schema of its own.
+
+    Optuna creates ``studies``/``trials``/``version_info`` and stamps the default
+    ``alembic_version`` table wherever it connects (services.md §0.3).
+    """
+    same = optuna_url.split("?")[0] == database_url.split("?")[0]
+    if same and search_path_schema(optuna_url) is None:
+        raise ValueError(
+            "OPTFORGE_OPTUNA_STORAGE_URL must be a database of its own (or a Postgres schema "
+            "via ?options=-csearch_path%3Doptuna), not OPTFORGE_DATABASE_URL"
+        )
 
 
 def _storage_url(url: str | None) -> str:
@@ -88,6 +139,7 @@ def _storage_url(url: str | None) -> str:
 
     settings = get_settings()
     settings.ensure_dirs()
+    check_separate_storage(settings.optuna_storage_url, settings.database_url)
     return settings.optuna_storage_url
 
 
@@ -136,8 +188,13 @@ def tell(
     values: list[float] | None = None,
     reason: str | None = None,
     constraint: float | None = None,
+    step: int | None = None,
 ) -> None:
-    """Finish trial ``number``: state ``complete`` | ``pruned`` | ``failed`` (idempotent)."""
+    """Finish trial ``number``: state ``complete`` | ``pruned`` | ``failed`` (idempotent).
+
+    ``reason`` (failures) and ``step`` (where a pruned trial stopped) become user attributes,
+    visible in optuna-dashboard.
+    """
     storage = study._storage  # noqa: SLF001
     trial_id = _trial_id(study, number)
     frozen = storage.get_trial(trial_id)
@@ -145,6 +202,8 @@ def tell(
         return
     if reason:
         storage.set_trial_user_attr(trial_id, "fail_reason", reason[:500])
+    if step is not None:
+        storage.set_trial_user_attr(trial_id, "pruned_step", int(step))
     if constraint is not None:
         storage.set_trial_system_attr(trial_id, f"constraints:{CONSTRAINT_KEY}", float(constraint))
     if state == "complete":

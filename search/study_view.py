@@ -13,8 +13,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.models import Recipe, Run, SearchStudy, SearchTrial
-from search.scheduler import progress
+from core.models import Recipe, Run, SearchStudy, SearchTrial, TrialStatus
+
+
+def progress(session: Session, study_id: int) -> dict[str, int]:
+    """Counts of a study's trials by status, plus ``n_trials`` and ``asked``."""
+    study = session.get(SearchStudy, study_id)
+    if study is None:
+        raise LookupError(f"no study {study_id}")
+    rows = session.scalars(select(SearchTrial.status).where(SearchTrial.study_id == study_id))
+    counts = {s.value: 0 for s in TrialStatus}
+    for status in rows:
+        counts[status] = counts.get(status, 0) + 1
+    counts["n_trials"] = study.n_trials
+    counts["asked"] = sum(counts[s.value] for s in TrialStatus)
+    return counts
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -96,6 +109,7 @@ def _run_dict(r: Run) -> dict[str, Any]:
         "seed": r.seed,
         "lr": r.lr,
         "status": r.status,
+        "attempts": r.attempts,
         "final_val_loss": r.final_val_loss,
         "state_bytes_per_param": r.state_bytes_per_param,
         "stopped_step": r.stopped_step,

@@ -2,8 +2,9 @@
 
 ``optforge search`` uses the same scheduler code path as the service (``search.scheduler.tick``
 asks/tells; runs are rows in our DB); instead of a broker, the runs it dispatches are executed by
-``--parallel`` local worker processes that call the worker's own ``train_run`` task body, so
-claiming, training, metrics and the pruner hook are exactly the worker's.
+``--parallel`` local processes that call the worker's own task body
+(``workers.tasks.execute_run``), so claiming, leases, training, metrics and the pruner hook are
+exactly the worker's.
 """
 
 from __future__ import annotations
@@ -20,12 +21,22 @@ import typer
 Execute = Callable[[int], Any]
 
 
-def execute_run(run_id: int) -> None:
+def execute_run(run_id: int) -> str:
     """Run one queued run in this process through the worker's task body."""
-    from workers.tasks import train_run  # type: ignore[import-not-found]
+    from workers.tasks import execute_run as worker_execute_run
 
-    fn = getattr(train_run, "run", train_run)
-    fn(run_id)
+    return worker_execute_run(run_id)
+
+
+def _init_child(threads: int) -> None:
+    """Pool-process init: ``threads`` intra-op threads (the local processes share the CPU).
+
+    Set before torch is imported in the child (torch reads it then), so idle children stay
+    light; oversubscribed threads slow CPU training several-fold.
+    """
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(max(1, threads))
 
 
 class _InlineExecutor(Executor):
@@ -81,9 +92,16 @@ def run_local_study(
 
 def _process_pool(parallel: int) -> Executor:
     import multiprocessing
+    import os
 
+    from core.config import get_settings
+
+    threads = get_settings().torch_threads or max(1, (os.cpu_count() or 1) // parallel)
     return ProcessPoolExecutor(
-        max_workers=parallel, mp_context=multiprocessing.get_context("spawn")
+        max_workers=parallel,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_child,
+        initargs=(threads,),
     )
 
 
@@ -136,41 +154,56 @@ def _search(
     from rich.console import Console, Group
     from rich.live import Live
 
-    from core.db import get_engine, session_scope
-    from core.models import Base
+    from core.db import session_scope
+    from core.migrate import upgrade
     from search.scheduler import StudySpec, create_study
 
-    Base.metadata.create_all(get_engine())  # embedded default: idempotent, no-op when migrated
-    n_steps = steps or _default_steps(workload)
-    spec = StudySpec(
-        workload=workload,
-        steps=n_steps,
-        space=_load_space_dict(space),
-        n_trials=trials,
-        parallelism=parallel,
-        seed=seed,
-        sampler=sampler,
-    )
-    with session_scope() as session:
-        study_id = create_study(session, spec).id
+    upgrade()  # the embedded default's SQLite database: create or migrate it (idempotent)
+    try:
+        spec = StudySpec(
+            workload=workload,
+            steps=steps or _default_steps(workload),
+            space=_load_space_dict(space),
+            n_trials=trials,
+            parallelism=parallel,
+            seed=seed,
+            sampler=sampler,
+        )
+        with session_scope() as session:
+            study_id = create_study(session, spec).id
+    except ValueError as exc:  # SpaceError, StudySpecError, unknown workload, pydantic errors
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     console = Console(stderr=as_json)
-    with Live(console=console, refresh_per_second=2, transient=as_json) as live:
+    try:
+        with Live(console=console, refresh_per_second=2, transient=as_json) as live:
 
-        def show(detail: dict[str, Any]) -> None:
-            live.update(Group(_progress_line(detail), pareto_table(detail)))
+            def show(detail: dict[str, Any]) -> None:
+                live.update(Group(_progress_line(detail), pareto_table(detail)))
 
-        detail = run_local_study(study_id, parallel, on_progress=show)
+            detail = run_local_study(study_id, parallel, on_progress=show)
+    except KeyboardInterrupt:
+        _cancel(study_id)
+        typer.echo(f"interrupted: study {study_id} cancelled", err=True)
+        raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(detail, default=str))
     else:
+        console.print(pareto_table(detail))
         console.print(_progress_line(detail))
 
 
+def _cancel(study_id: int) -> None:
+    from core.db import session_scope
+    from search.scheduler import cancel_study
+
+    with session_scope() as session:
+        cancel_study(session, study_id)
+
+
 def _default_steps(workload: str) -> int:
-    try:
-        from core.workloads import get_workload
-    except ImportError:
-        return 50
+    from core.workloads import get_workload
+
     return int(get_workload(workload).default_steps)
 
 

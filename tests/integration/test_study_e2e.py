@@ -1,23 +1,29 @@
-"""Studies on Postgres (+ Redis and real `optforge worker` processes for the end-to-end tests).
+"""Studies on Postgres + Redis with real ``optforge worker`` processes (issue 6).
 
-* concurrent ticks: two processes tick the same study and execute runs (synthetic executor from
-  tests/search/test_scheduler.py) against Postgres + Optuna's own Postgres DB: the study-row lock
-  must give exactly n_trials distinct trials and no trial left running;
-* end to end: >= 8 trials on synthetic-lm with 2 real workers (service fixtures), the Pareto front
-  in the API response; killing a worker mid-trial still reaches n_trials.
+* concurrent ticks: two processes tick one study and execute its runs (the synthetic executor of
+  tests/search/test_scheduler.py) on Postgres, Optuna in its own Postgres database: the study-row
+  lock gives exactly n_trials distinct trials, none left running, and no table of one database
+  appears in the other (Optuna's ``alembic_version`` vs our ``optforge_alembic_version``);
+* end to end: ``POST /v1/studies`` (real app, API key) and nothing else: the first
+  ``optforge.study_tick`` goes by name to 2 real workers, which train ``synthetic-lm`` runs, tick
+  the study after each run and finish >= 8 trials; ``GET /v1/studies/{id}`` has the Pareto front
+  with recipes, every trial is linked to its runs and none is left running;
+* a worker killed (SIGKILL) mid-trial: its run is re-queued (or its trial failed with the reason)
+  and the study still reaches n_trials.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from integration.conftest import unavailable
+
+pytestmark = pytest.mark.integration
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
 
@@ -26,34 +32,7 @@ SPACE = {
     "momentum": {"placement": ["none", "matrices"], "beta": [0.9]},
     "lr": {"low": 1e-4, "high": 3e-2, "log": True},
 }
-
-
-@pytest.fixture
-def pg_env(pg_url, pg_optuna_url, monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("OPTFORGE_DATA_DIR", str(tmp_path / "d"))
-    monkeypatch.setenv("OPTFORGE_DATABASE_URL", pg_url)
-    monkeypatch.setenv("OPTFORGE_OPTUNA_STORAGE_URL", pg_optuna_url)
-    reset_settings_caches()
-    from sqlalchemy import create_engine, text
-
-    from core.models import Base
-
-    engine = create_engine(pg_url)
-    with engine.begin() as conn:  # a fresh schema per test in the session's database
-        Base.metadata.drop_all(conn)
-        conn.execute(text("SELECT 1"))
-        Base.metadata.create_all(conn)
-    engine.dispose()
-    yield pg_url
-    reset_settings_caches()
-
-
-def reset_settings_caches() -> None:
-    from core.config import get_settings
-    from core.db import get_engine
-
-    get_settings.cache_clear()
-    get_engine.cache_clear()
+TERMINAL_TRIALS = ("complete", "pruned", "failed")
 
 
 def _tick_and_execute(study_id: int, seconds: float) -> int:
@@ -77,7 +56,8 @@ def _tick_and_execute(study_id: int, seconds: float) -> int:
     return -1
 
 
-def test_concurrent_ticks_on_postgres_give_distinct_trials(pg_env) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_ticks_on_postgres_give_distinct_trials(service_env, migrated_db) -> None:  # type: ignore[no-untyped-def]
+    from integration.fixtures_service import table_names
     from test_scheduler import trials_of
 
     from core.db import session_scope
@@ -94,7 +74,7 @@ def test_concurrent_ticks_on_postgres_give_distinct_trials(pg_env) -> None:  # t
         ).id
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
-        results = pool.starmap(_tick_and_execute, [(sid, 120.0), (sid, 120.0)])
+        results = pool.starmap(_tick_and_execute, [(sid, 240.0), (sid, 240.0)])
     assert -1 not in results and sum(results) >= 10
     trials = trials_of(sid)
     assert sorted(t.number for t in trials) == list(range(10))
@@ -105,111 +85,120 @@ def test_concurrent_ticks_on_postgres_give_distinct_trials(pg_env) -> None:  # t
         name = study.optuna_study_name
     states = ostudy.trial_states(ostudy.open_study(name, ["val_loss", "state_bytes_per_param"]))
     assert len(states) == 10 and "RUNNING" not in states.values()
+    ours, theirs = (
+        table_names(migrated_db),
+        table_names(service_env["OPTFORGE_OPTUNA_STORAGE_URL"]),
+    )
+    assert {"search_studies", "optforge_alembic_version"} <= ours
+    assert not ours & {"studies", "trials", "alembic_version", "version_info"}
+    assert {"studies", "trials", "alembic_version"} <= theirs
+    assert not theirs & {"search_studies", "runs", "optforge_alembic_version"}
 
 
 # ------------------------------------------------------------------------------------------
-# real workers (service fixtures: service_env, migrated_db, start_worker)
+# real workers: only the API and the workers drive the study (no tick from the test)
 # ------------------------------------------------------------------------------------------
 
 
-def _service(request, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("OPTFORGE_LEASE_SECONDS", "6")
+@pytest.fixture
+def fast_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTFORGE_LEASE_SECONDS", "4")
     monkeypatch.setenv("OPTFORGE_REAPER_INTERVAL_S", "2")
-    try:
-        request.getfixturevalue("service_env")
-        request.getfixturevalue("migrated_db")
-        start = request.getfixturevalue("start_worker")
-    except pytest.FixtureLookupError as exc:
-        unavailable(f"service fixtures not available: {exc.argname}")
-    try:
-        import workers.tasks  # noqa: F401
-    except ImportError as exc:
-        unavailable(f"workers.tasks not importable: {exc}")
-    return start
+    monkeypatch.setenv("OPTFORGE_MAX_ATTEMPTS", "3")
 
 
-def _wait_study(study_id: int, timeout_s: float, on_poll=None) -> dict:  # type: ignore[no-untyped-def]
-    from core.db import session_scope
-    from search.scheduler import tick
-    from search.study_view import study_detail
+def _post_study(client: Any, key: str, n_trials: int, steps: int) -> int:
+    body = {
+        "space": SPACE,
+        "workload": "synthetic-lm",
+        "steps": steps,
+        "n_trials": n_trials,
+        "parallelism": 2,
+        "seed": 0,
+        "sampler": "tpe",
+    }
+    r = client.post("/v1/studies", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
 
+
+def _wait(client: Any, sid: int, timeout_s: float, workers: list, on_poll=None) -> dict:  # type: ignore[no-untyped-def, type-arg]
     deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        tick(study_id)  # what the reaper's periodic study_tick does
-        with session_scope() as s:
-            detail = study_detail(s, study_id)
+        body = client.get(f"/v1/studies/{sid}").json()
         if on_poll:
-            on_poll(detail)
-        if detail["status"] != "running":
-            return detail
-        time.sleep(2)
-    raise AssertionError(f"study {study_id} not finished: {detail['progress']}")
+            on_poll(body)
+        if body["status"] != "running":
+            return body
+        time.sleep(1.0)
+    logs = "\n".join(w.log()[-4000:] for w in workers)
+    raise AssertionError(f"study {sid} not finished: {body.get('progress')}\n{logs}")
 
 
-def _api_detail(study_id: int) -> dict:
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    from api.routes.studies import router
-
-    app = FastAPI()
-    app.include_router(router, prefix="/v1")
-    with TestClient(app) as client:
-        body = client.get(f"/v1/studies/{study_id}").json()
-        body["trials"] = client.get(f"/v1/studies/{study_id}/trials").json()
-    return body
+def _check_finished(client: Any, sid: int, n_trials: int) -> list[dict[str, Any]]:
+    body = client.get(f"/v1/studies/{sid}").json()
+    assert body["status"] == "completed", body["progress"]
+    assert body["progress"]["asked"] == n_trials and body["progress"]["running"] == 0
+    trials = client.get(f"/v1/studies/{sid}/trials").json()
+    assert [t["number"] for t in trials] == list(range(n_trials))
+    assert all(t["status"] in TERMINAL_TRIALS and t["runs"] for t in trials)
+    assert all(r["status"] != "running" for t in trials for r in t["runs"])
+    return trials
 
 
-def _new(n_trials: int) -> int:
+def _optuna_states(sid: int) -> dict[int, str]:
     from core.db import session_scope
-    from search.scheduler import StudySpec, create_study, tick
+    from core.models import SearchStudy
+    from search import study as ostudy
 
     with session_scope() as s:
-        sid = create_study(
-            s,
-            StudySpec(
-                space=SPACE,
-                workload="synthetic-lm",
-                steps=40,
-                n_trials=n_trials,
-                parallelism=2,
-                seed=0,
-            ),
-        ).id
-    tick(sid)
-    return sid
+        name = s.get(SearchStudy, sid).optuna_study_name
+    return ostudy.trial_states(ostudy.open_study(name, ["val_loss", "state_bytes_per_param"]))
 
 
-def test_study_with_two_real_workers(request, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    start = _service(request, monkeypatch)
-    start()
-    start()
-    sid = _new(8)
-    _wait_study(sid, 540)
-    body = _api_detail(sid)
-    assert body["status"] == "completed" and body["progress"]["asked"] == 8
-    assert body["pareto_front"] and all(t["recipe"] for t in body["pareto_front"])
-    assert all(t["status"] != "running" and t["runs"] for t in body["trials"])
+def test_study_with_two_real_workers(fast_leases, api_client, api_key, start_worker) -> None:  # type: ignore[no-untyped-def]
+    workers = [start_worker(), start_worker()]
+    sid = _post_study(api_client, api_key, n_trials=8, steps=40)
+    _wait(api_client, sid, 540, workers)
+    trials = _check_finished(api_client, sid, 8)
+    body = api_client.get(f"/v1/studies/{sid}").json()
+    front = body["pareto_front"]
+    assert front and all(t["status"] == "complete" and t["recipe"]["design"] for t in front)
+    assert all(len(t["values"]) == 2 and t["values"][1] > 0 for t in front)
+    for t in trials:  # each trial linked to its runs, values = its run's results
+        run = t["runs"][-1]
+        if t["status"] == "complete":
+            assert t["values"][0] == pytest.approx(run["final_val_loss"])
+        if t["status"] == "pruned":
+            assert run["status"] == "pruned" and run["stopped_step"] == t["pruned_step"] < 40
+    expect = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}
+    assert _optuna_states(sid) == {t["number"]: expect[t["status"]] for t in trials}
 
 
-def test_killed_worker_trial_failed_or_retried(request, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    start = _service(request, monkeypatch)
-    victim = start()
-    start()
-    sid = _new(8)
+def test_killed_worker_trial_failed_or_retried(
+    fast_leases, api_client, api_key, start_worker
+) -> None:  # type: ignore[no-untyped-def]
+    victim = start_worker()
+    workers = [victim, start_worker()]
+    sid = _post_study(api_client, api_key, n_trials=8, steps=300)
     killed: list[int] = []
 
-    def kill_once(detail: dict) -> None:
-        running = [
-            r for t in _api_detail(sid)["trials"] for r in t["runs"] if r["status"] == "running"
-        ]
-        if running and not killed:
-            pid = getattr(victim, "pid", None) or victim.proc.pid
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-            start()
+    def kill_once(body: dict[str, Any]) -> None:
+        if killed:
+            return
+        trials = api_client.get(f"/v1/studies/{sid}/trials").json()
+        running = [r for t in trials for r in t["runs"] if r["status"] == "running"]
+        if len(running) >= 2:  # one run on each worker (concurrency 1): the victim is busy
+            victim.kill(signal.SIGKILL)
+            killed.append(victim.pid)
+            workers.append(start_worker())
 
-    _wait_study(sid, 540, on_poll=kill_once)
-    body = _api_detail(sid)
-    assert killed and body["progress"]["asked"] == 8
-    assert all(t["status"] in ("complete", "pruned", "failed") for t in body["trials"])
+    _wait(api_client, sid, 540, workers, on_poll=kill_once)
+    assert killed
+    trials = _check_finished(api_client, sid, 8)
+    runs = [r for t in trials for r in t["runs"]]
+    lost = [t for t in trials if "worker lost" in (t["failure_reason"] or "")]
+    retried = [r for r in runs if r["attempts"] >= 2]
+    assert lost or retried, runs  # the killed attempt was noticed: re-queued or failed
+    assert all(r["status"] != "queued" for r in runs)

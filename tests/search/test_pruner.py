@@ -68,3 +68,13 @@ def test_decide_compares_only_similar_memory() -> None:
 def test_decide_before_first_rung_never_prunes() -> None:
     peers = [PeerRun(_curve(1.0)), PeerRun(_curve(1.0))]
     assert not decide(2, 100.0, [], None, peers, steps=30)
+
+
+def test_rungs_move_to_evaluation_steps() -> None:
+    assert rungs_for(300, eval_every=50) == [50, 100]
+    assert rungs_for(120, eval_every=50) == [50]
+    assert rungs_for(40, eval_every=25) == [25]
+    assert rungs_for(30, eval_every=50) == []  # no evaluation before the end: never pruned
+    curve = _curve(8.0, steps=120, every=50)
+    peers = [PeerRun(_curve(1.0, 120, 50)), PeerRun(_curve(1.1, 120, 50))]
+    assert decide(50, value_at(curve, 50) or 0, curve, None, peers, steps=120, eval_every=50)

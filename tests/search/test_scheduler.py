@@ -279,3 +279,36 @@ def test_orphaned_optuna_trial_is_failed(db) -> None:  # type: ignore[no-untyped
     states = ostudy.trial_states(ostudy.open_study(name, ["val_loss", "state_bytes_per_param"]))
     assert states[0] == "FAIL" and states[1] == "RUNNING"
     assert [t.number for t in trials_of(sid)] == [1]
+
+
+def test_redundant_tick_does_not_touch_optuna(db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from search import study as ostudy
+    from search.scheduler import tick
+
+    sid = new_study(space=CRAFTED_SPACE, steps=12, n_trials=3, parallelism=1)
+    sent: list[int] = []
+    tick(sid, dispatch=sent.append)
+
+    def boom(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise AssertionError("a tick with nothing to do opened Optuna")
+
+    monkeypatch.setattr(ostudy, "open_study", boom)
+    assert tick(sid, dispatch=sent.append)["asked"] == 1  # run still queued: nothing to do
+    assert len(sent) == 1
+    monkeypatch.undo()
+    execute(sent[0])
+    assert tick(sid, dispatch=sent.append)["asked"] == 2  # finished run: tell + ask
+
+
+def test_optuna_storage_must_not_share_our_database() -> None:
+    from search.study import check_separate_storage, search_path_schema
+
+    pg = "postgresql+psycopg://u@h/optforge"
+    with pytest.raises(ValueError, match="database of its own"):
+        check_separate_storage(pg, pg)
+    with pytest.raises(ValueError, match="database of its own"):
+        check_separate_storage("sqlite:////d/optforge.db", "sqlite:////d/optforge.db")
+    check_separate_storage(pg + "?options=-csearch_path%3Doptuna", pg)
+    check_separate_storage("postgresql+psycopg://u@h/optuna", pg)
+    assert search_path_schema(pg + "?options=-csearch_path%3Doptuna") == "optuna"
+    assert search_path_schema(pg) is None

@@ -60,5 +60,28 @@ def test_cli_rejects_invalid_space_file(data_dir, tmp_path) -> None:  # type: ig
     bad = tmp_path / "bad.yaml"
     bad.write_text("norms: {sequences: [[row, adam]]}\nlr: [0.1]\n")
     out = CliRunner().invoke(app, ["search", "--space", str(bad), "--trials", "1"])
-    assert out.exit_code != 0
-    assert "stands alone" in str(out.exception) or "stands alone" in out.output
+    assert out.exit_code == 2 and "stands alone" in out.output
+    out = CliRunner().invoke(app, ["search", "--workload", "nope", "--trials", "1"])
+    assert out.exit_code == 2 and "unknown workload" in out.output
+
+
+def test_cli_search_trains_real_runs_and_prints_json(data_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`optforge search` end to end on the embedded default: real trainer, inline executor."""
+    import json
+
+    from optforge.cli import app
+
+    space = tmp_path / "s.yaml"
+    space.write_text(
+        "norms: {sequences: [[sign], [row, col]]}\nmomentum: {placement: [none]}\n"
+        "lr: {low: 0.001, high: 0.01, log: true}\n"
+    )
+    args = ["search", "--workload", "synthetic-lm", "--trials", "2", "--steps", "10"]
+    out = CliRunner().invoke(app, [*args, "--parallel", "1", "--space", str(space), "--json"])
+    assert out.exit_code == 0, out.output
+    detail = json.loads(out.output.strip().splitlines()[-1])
+    assert detail["status"] == "completed" and detail["progress"]["complete"] == 2
+    assert detail["pareto_front"] and detail["steps"] == 10
+    trial = detail["pareto_front"][0]
+    assert trial["runs"][0]["status"] == "succeeded" and trial["runs"][0]["final_val_loss"] > 0
+    assert trial["values"][1] == trial["runs"][0]["state_bytes_per_param"] > 0

@@ -5,14 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from search.space import (
-    DesignSpace,
-    SpaceError,
-    default_space,
-    load_space,
-    params_to_design,
-    suggest_params,
-)
+from search.space import DesignSpace, SpaceError, default_space, load_space
+from search.suggest import params_to_design, suggest_params
 
 
 def _sample(space: DesignSpace, n: int, seed: int) -> list[dict]:
@@ -28,7 +22,7 @@ def _sample(space: DesignSpace, n: int, seed: int) -> list[dict]:
 def test_default_space_loads_and_covers_seed_designs() -> None:
     space = default_space()
     seqs = {tuple(s) for s in space.norms.sequences or []}
-    assert {("adam",), ("sign",), ("row", "col"), ("ns",)} <= seqs
+    assert {("adam",), ("sign",), ("row", "col"), ("sinkhorn",), ("ns",)} <= seqs
     assert None in space.rank.values and any(v is not None for v in space.rank.values)
     assert 8 in space.state_bits
 
@@ -69,7 +63,9 @@ def test_conditional_params_only_when_parent_active() -> None:
             seen_rank = True
             assert params["basis"] in ("svd", "gaussian")
             assert design["design"]["projection"]["refresh"] in (50, 200)
-        stateful = params["momentum"] != "none" or params["norms"] == "adam"
+        stateful = (
+            params["momentum"] != "none" or params["norms"] == "adam" or params["rank"] != "none"
+        )
         assert ("state_bits" in params) == stateful
     assert seen_momentum and seen_plain and seen_rank and seen_norank
 
@@ -134,15 +130,63 @@ def test_invalid_space_rejected_with_clear_error(spec: dict, message: str) -> No
         load_space(spec)
 
 
-def test_suggested_recipes_validate_and_build_with_optim_core() -> None:
-    optim_core = pytest.importorskip("optim_core")
-    if not hasattr(optim_core, "Recipe"):
-        pytest.skip("optim_core.Recipe not available yet")
+def _llama_params() -> dict:
     import torch
 
-    from search.space import params_to_recipe
+    from core.workloads import get_workload, named_shapes
 
-    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
-    for params in _sample(default_space(), 15, seed=2):
-        recipe = params_to_recipe(params, default_space())
-        optim_core.build(recipe, model)
+    gen = torch.Generator().manual_seed(0)
+    shapes = named_shapes(get_workload("synthetic-lm"))  # LLaMA-shaped: embed, attn, mlp, head
+    return {n: torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02) for n, s in shapes.items()}
+
+
+def _step(opt, params: dict) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    for p in params.values():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    opt.zero_grad()
+
+
+def test_every_suggested_recipe_validates_and_builds_on_llama_params() -> None:
+    import math
+
+    import optim_core
+    from search.suggest import corner_params, params_to_recipe
+
+    params = _llama_params()
+    space = default_space()
+    sampled = _sample(space, 12, seed=2)
+    corners = list(corner_params(space))
+    assert len(corners) >= 7 * 2 * 3  # every norm sequence x placement x rank, bits if stateful
+    for p in [*sampled, *corners[::11]]:
+        recipe = params_to_recipe(p, space)
+        assert isinstance(recipe, optim_core.Recipe) and len(recipe.hash()) >= 16
+        opt = optim_core.build(recipe, params)
+        _step(opt, params)
+        assert all(math.isfinite(float(t.detach().abs().sum())) for t in params.values())
+        expected = optim_core.state_bytes(recipe, {n: tuple(t.shape) for n, t in params.items()})
+        assert optim_core.measure_state_bytes(opt) == expected, p
+
+
+def test_every_corner_of_the_default_space_validates() -> None:
+    from optim_core import Recipe
+    from search.suggest import corner_params
+
+    space = default_space()
+    hashes = {
+        Recipe.model_validate(params_to_design(p, space)).hash() for p in corner_params(space)
+    }
+    assert len(hashes) > 50
+
+
+def test_fixed_parts_and_vocabulary_come_from_optim_core() -> None:
+    with pytest.raises(SpaceError, match="fixed: unknown key"):
+        load_space({"norms": {"sequences": [["row"]]}, "lr": [0.1], "fixed": {"lr_mult": 2}})
+    with pytest.raises(SpaceError, match="fixed.other"):
+        load_space({"norms": {"sequences": [["row"]]}, "lr": [0.1], "fixed": {"other": "adam"}})
+    with pytest.raises(SpaceError, match="momentum.placement"):
+        load_space(
+            {"norms": {"sequences": [["row"]]}, "lr": [0.1], "momentum": {"placement": ["x"]}}
+        )

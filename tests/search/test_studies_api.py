@@ -20,14 +20,16 @@ def client(data_dir, monkeypatch):  # type: ignore[no-untyped-def]
     get_engine.cache_clear()
 
     Base.metadata.create_all(get_engine())
-    import search.scheduler as sched
+    import api.routes.studies as routes
+    from api.errors import install_handlers
+    from search.scheduler import tick
 
     sent: list[int] = []
-    monkeypatch.setattr(sched, "default_dispatch", sent.append)
-    from api.routes.studies import router
-
+    # the API sends optforge.study_tick by name; here the first tick runs in-process instead
+    monkeypatch.setattr(routes, "send_first_tick", lambda sid: tick(sid, dispatch=sent.append))
     app = FastAPI()
-    app.include_router(router, prefix="/v1")
+    install_handlers(app)
+    app.include_router(routes.router, prefix="/v1")
     with TestClient(app) as c:
         c.sent = sent  # type: ignore[attr-defined]
         yield c
@@ -68,6 +70,7 @@ def test_study_lifecycle_over_http(client) -> None:  # type: ignore[no-untyped-d
 def test_bad_spec_and_cancel_and_404(client) -> None:  # type: ignore[no-untyped-def]
     bad = client.post("/v1/studies", json={"space": {"norms": {"sequences": [["x"]]}, "lr": [1]}})
     assert bad.status_code == 422 and "unknown value" in bad.text
+    assert bad.json()["errors"][0]["field"].startswith("body.space")
     extra = client.post("/v1/studies", json={"n_trials": 2, "bogus": 1})
     assert extra.status_code == 422
     r = client.post("/v1/studies", json={"space": CRAFTED_SPACE, "steps": 12, "n_trials": 3})

@@ -1,0 +1,124 @@
+"""Wiring shared by the routes: settings, DB sessions and API-key auth.
+
+Keys are ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``); only their sha256 is stored.
+``settings.auth_mode``: ``writes`` (default) guards POSTs, ``all`` guards reads too, ``off`` none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings, get_settings
+from core.models import ApiKey
+
+KEY_PREFIX = "ofk_"
+
+
+def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (a bare router falls back to the global ones)."""
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, Settings) else get_settings()
+
+
+def _sessionmaker(request: Request) -> sessionmaker[Session]:
+    maker = getattr(request.app.state, "sessionmaker", None)
+    if maker is None:
+        from core.db import get_sessionmaker
+
+        maker = get_sessionmaker(app_settings(request).database_url)
+    return maker  # type: ignore[no-any-return]
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request, closed (and rolled back if uncommitted) afterwards."""
+    session = _sessionmaker(request)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+
+
+def hash_key(key: str) -> str:
+    """The stored form of an API key (sha256 hex)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_api_key(session: Session, name: str) -> str:
+    """Insert a key named ``name`` and return its plaintext (shown once, never stored).
+
+    Raises:
+        ValueError: the name is empty or already used.
+    """
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise ValueError("key name must be 1-128 characters")
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
+        raise ValueError(f"an API key named {name!r} already exists")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(name=name, prefix=key[:12], key_hash=hash_key(key)))
+    session.flush()
+    return key
+
+
+def _presented_key(authorization: str | None, x_api_key: str | None) -> str:
+    if x_api_key:
+        return x_api_key.strip()
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _check_key(session: Session, key: str) -> str:
+    """The owner name of a valid key; 401 for a missing/unknown key, 403 for a revoked one."""
+    if not key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "an API key is required: send 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
+    if row is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if row.revoked_at is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {row.name!r} is revoked")
+    return row.name
+
+
+def require_write(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> str | None:
+    """Owner name of the caller's key, or None when auth is off."""
+    if app_settings(request).auth_mode == "off":
+        return None
+    with _sessionmaker(request)() as session:
+        return _check_key(session, _presented_key(authorization, x_api_key))
+
+
+def require_read(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> str | None:
+    """Reads are public unless ``auth_mode == "all"``."""
+    if app_settings(request).auth_mode != "all":
+        return None
+    with _sessionmaker(request)() as session:
+        return _check_key(session, _presented_key(authorization, x_api_key))
+
+
+WriterDep = Annotated[str | None, Depends(require_write)]
+ReaderDep = Annotated[str | None, Depends(require_read)]

@@ -1,0 +1,74 @@
+"""The FastAPI application factory: JSON API under /v1, web pages at /, static files.
+
+``uvicorn --factory api.main:create_app``; no app is built at import time. Importing this
+module never imports torch, optim_core or workers (recipes go through ``search.recipes``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from api.errors import BodySizeLimit, install_handlers
+from core.config import Settings, get_settings
+
+STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
+
+DESCRIPTION = """Design and search memory-efficient optimizers for LLM training.
+
+Writes need `Authorization: Bearer <key>` (`optforge keys create --name NAME`); reads are public
+unless the server runs with `OPTFORGE_AUTH_MODE=all`. Errors are `{"detail": "...",
+"errors": [{"field", "msg", "valid"?}]}`.
+"""
+
+
+def _v1_router() -> APIRouter:
+    from api.routes import (
+        experiments,
+        health,
+        leaderboard,
+        presets,
+        recipes,
+        runs,
+        studies,
+        workloads,
+    )
+
+    v1 = APIRouter(prefix="/v1")
+    for module in (health, presets, workloads, recipes, experiments, runs, leaderboard, studies):
+        v1.include_router(module.router)
+    return v1
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app bound to ``settings`` (default: the process settings)."""
+    import optforge
+    from core.db import get_sessionmaker
+
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="optforge",
+        version=optforge.__version__,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    if settings.database_url.startswith("sqlite"):
+        settings.ensure_dirs()
+    app.state.sessionmaker = get_sessionmaker(settings.database_url)
+    install_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(_v1_router())
+    _mount_web(app)
+    return app
+
+
+def _mount_web(app: FastAPI) -> None:
+    from api.web import router as web_router
+
+    app.include_router(web_router)
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

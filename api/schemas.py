@@ -1,0 +1,172 @@
+"""Response (``*Public``) and request bodies of the /v1 API that are not search-layer specs.
+
+Experiment bodies are ``search.experiments.ExperimentCreate``; study bodies are
+``search.spec.StudySpec``. Non-finite floats serialise as ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True, ser_json_inf_nan="null")
+
+
+class ErrorPublic(_Public):
+    """Every 4xx body: ``detail`` in words; ``errors`` per field for 422s."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class HealthPublic(_Public):
+    status: str  # "ok" | "degraded"
+    version: str
+    database: str  # "ok" | "error: ..."
+    backend: str  # "sqlite" | "postgresql" | ...
+    broker: str  # transport scheme only (no credentials)
+    embedded: bool
+    auth_mode: str
+
+
+class WorkloadPublic(_Public):
+    name: str
+    kind: str
+    description: str
+    model: dict[str, Any]
+    n_params: int
+    batch_size: int
+    seq_len: int
+    default_steps: int
+    max_steps: int
+    default_lr: float
+    eval_every: int
+    target_loss: float | None = None
+    expected_cpu_s_per_step: float | None = None
+
+
+class PresetPublic(_Public):
+    name: str
+    hash: str
+    description: str | None = None
+    recipe: dict[str, Any]
+
+
+class RecipeValidateIn(BaseModel):
+    """A recipe (design or pipeline form) or a preset name, and optionally a workload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: dict[str, Any] | None = None
+    preset: str | None = Field(None, max_length=128)
+    workload: str | None = Field(None, max_length=64)
+
+
+class RecipeValidationPublic(_Public):
+    valid: bool = True
+    name: str | None = None
+    hash: str
+    canonical: dict[str, Any]
+    description: str | None = None
+    workload: str | None = None
+    state_bytes: int | None = None
+    n_params: int | None = None
+    state_bytes_per_param: float | None = None
+
+
+class RunPublic(_Public):
+    id: int
+    experiment_id: int | None
+    trial_id: int | None
+    recipe_id: int
+    recipe_hash: str | None = None
+    recipe_name: str | None = None
+    workload: str
+    steps: int
+    seed: int
+    lr: float
+    queue: str
+    status: str
+    attempts: int
+    cancel_requested: bool
+    failure_reason: str | None
+    reused_from_id: int | None
+    final_val_loss: float | None
+    steps_to_target: int | None
+    target_loss: float | None
+    stopped_step: int | None
+    tokens_per_s: float | None
+    wall_s: float | None
+    state_bytes: int | None
+    n_params: int | None
+    state_bytes_per_param: float | None
+    peak_mem_bytes: int | None
+    env: dict[str, Any] | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class MetricPointPublic(_Public):
+    step: int
+    tokens: int
+    elapsed_s: float
+    train_loss: float | None
+    val_loss: float | None
+    lr: float | None
+
+
+class RunMetricsPublic(_Public):
+    run_id: int
+    status: str
+    points: list[MetricPointPublic]
+
+
+class ExperimentPublic(_Public):
+    id: int
+    owner: str | None
+    spec: dict[str, Any]
+    created_at: datetime | None
+    status: str  # "queued" | "running" | "finished"
+    counts: dict[str, int]  # runs per status
+    runs: list[RunPublic]
+
+
+class ExperimentSummaryPublic(_Public):
+    id: int
+    owner: str | None
+    created_at: datetime | None
+    status: str
+    counts: dict[str, int]
+
+
+class LeaderboardRowPublic(_Public):
+    recipe_id: int
+    recipe_hash: str
+    name: str
+    best_lr: float
+    val_loss_mean: float | None
+    val_loss_std: float | None
+    n_runs: int
+    n_runs_total: int
+    n_lrs: int
+    steps_to_target: float | None
+    state_bytes: int | None
+    state_bytes_per_param: float | None
+    tokens_per_s: float | None
+    pareto: bool
+
+
+class LeaderboardPublic(_Public):
+    workload: str | None
+    steps: int | None
+    sort: str
+    limit: int
+    offset: int
+    total: int
+    rows: list[LeaderboardRowPublic]
+    boards: list[dict[str, Any]]  # (workload, steps) pairs with results, when not given

@@ -1,0 +1,104 @@
+"""Jinja2 environment of the web pages: template folder, number/byte filters, 404 page."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import Response
+
+from api.web.describe import describe_canonical
+
+WEB_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = WEB_DIR / "templates"
+STATIC_DIR = WEB_DIR / "static"
+
+TERMINAL = frozenset({"succeeded", "failed", "diverged", "cancelled", "pruned"})
+
+
+def fmt_num(v: Any, digits: int = 4) -> str:
+    """``0.123456`` -> ``"0.1235"``; None/NaN -> an em dash."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, int) or abs(v) >= 10**digits:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}"
+
+
+def fmt_bytes(v: Any) -> str:
+    """``123456`` -> ``"120.6 KiB"``."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return "—"
+    size = float(v)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def fmt_time(v: Any) -> str:
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return "—" if v is None else str(v)
+
+
+def to_yaml(v: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(v, sort_keys=False, default_flow_style=False, width=88))
+
+
+def python_snippet(canonical: dict[str, Any]) -> str:
+    """Copy-paste Python that builds the recipe with ``optim_core.build``."""
+    return (
+        "import optim_core\n\n"
+        f"recipe = optim_core.Recipe.model_validate({py_literal(canonical)})\n"
+        "optimizer = optim_core.build(recipe, model)  # model: your torch.nn.Module\n"
+    )
+
+
+def py_literal(v: Any, depth: int = 0) -> str:
+    """A JSON value as an indented Python literal (scalar-only lists and dicts stay inline)."""
+    pad, inner = "    " * depth, "    " * (depth + 1)
+    if isinstance(v, dict) and v:
+        if all(not isinstance(x, dict | list) for x in v.values()) and len(repr(v)) < 72:
+            return repr(v)
+        items = [f"{inner}{k!r}: {py_literal(x, depth + 1)}," for k, x in v.items()]
+        return "{\n" + "\n".join(items) + f"\n{pad}}}"
+    if isinstance(v, list) and any(isinstance(x, dict | list) for x in v):
+        items = [f"{inner}{py_literal(x, depth + 1)}," for x in v]
+        return "[\n" + "\n".join(items) + f"\n{pad}]"
+    return repr(v)
+
+
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+templates.env.filters.update(
+    num=fmt_num,
+    nbytes=fmt_bytes,
+    time=fmt_time,
+    yaml=to_yaml,
+    pretty_json=lambda v: json.dumps(v, indent=2, sort_keys=False),
+    short=lambda h: (h or "")[:10],
+    describe=describe_canonical,
+    snippet=python_snippet,
+)
+templates.env.globals["TERMINAL"] = TERMINAL
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> Response:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def not_found(request: Request, message: str) -> Response:
+    """The 404 page (also used for ids that are not even numbers)."""
+    return render(request, "404.html", {"message": message}, status_code=404)

@@ -1,0 +1,336 @@
+"""Data for the web pages: plain dicts built from the DB (no torch, no FastAPI).
+
+Each ``*_view`` function returns what one template needs, or raises ``LookupError`` for an
+unknown id (the page turns that into a 404 page).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.models import Recipe, Run, RunMetric, SearchStudy
+
+PER_PAGE = 25
+MAX_COMPARE = 8
+_PLOT_LIMIT = 1000  # leaderboard rows fetched for the Pareto plot (one point each)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a table: 1-based ``number`` of ``pages`` over ``total`` rows."""
+
+    number: int
+    per_page: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.per_page
+
+    @property
+    def has_prev(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+
+def make_page(number: int, total: int, per_page: int = PER_PAGE) -> Page:
+    """A page clamped to the existing range (page 99 of 3 pages shows page 3)."""
+    pages = max(1, math.ceil(total / per_page))
+    return Page(min(max(1, number), pages), per_page, total)
+
+
+# --- leaderboard -------------------------------------------------------------------------------
+
+
+def leaderboard_view(
+    session: Session, workload: str | None, steps: int | None, page: int, sort: str = "val_loss"
+) -> dict[str, Any]:
+    """Leaderboard table (one page) and Pareto plot points (all rows) for one workload/steps."""
+    from search.leaderboard import SORT_FIELDS, board_choices, leaderboard
+
+    if sort.lstrip("-") not in SORT_FIELDS:
+        sort = "val_loss"
+
+    options = board_choices(session)
+    if (workload is None or steps is None) and options:
+        workload = workload or options[0]["workload"]
+        steps = steps or next(
+            (o["steps"] for o in options if o["workload"] == workload), options[0]["steps"]
+        )
+    empty = {"options": options, "workload": workload, "steps": steps, "rows": [], "sort": sort}
+    if workload is None or steps is None:
+        return {**empty, "page": make_page(1, 0), "plot": _pareto_plot([])}
+    board = leaderboard(session, workload, steps, sort=sort, limit=_PLOT_LIMIT, offset=0)
+    all_rows = list(board["rows"])  # the plot shows up to _PLOT_LIMIT recipes
+    pg = make_page(page, int(board["total"]))
+    if pg.offset + pg.per_page <= len(all_rows) or pg.total <= len(all_rows):
+        page_rows = all_rows[pg.offset : pg.offset + pg.per_page]
+    else:  # a page past the plotted rows
+        more = leaderboard(session, workload, steps, sort, limit=pg.per_page, offset=pg.offset)
+        page_rows = more["rows"]
+    rows = [{**r, "rank": pg.offset + i + 1} for i, r in enumerate(page_rows)]
+    return {**empty, "rows": rows, "total": board.get("total"), "page": pg,
+            "plot": _pareto_plot(all_rows)}  # fmt: skip
+
+
+def _pareto_plot(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    points = [
+        {
+            "x": r["state_bytes_per_param"],
+            "y": r["val_loss_mean"],
+            "label": _label(r),
+            "hash": r["recipe_hash"],
+            "href": f"/recipes/{r['recipe_hash']}",
+            "pareto": bool(r.get("pareto")),
+        }
+        for r in rows
+        if _finite(r.get("state_bytes_per_param")) and _finite(r.get("val_loss_mean"))
+    ]
+    return {
+        "kind": "pareto",
+        "x_label": "optimizer state bytes / param",
+        "y_label": "val loss (mean over seeds)",
+        "points": points,
+    }
+
+
+def _label(row: dict[str, Any]) -> str:
+    """Named recipes (seed presets, user names) are labelled; hash-named ones are not."""
+    name = str(row.get("name") or "")
+    return "" if not name or row["recipe_hash"].startswith(name) else name
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+def run_row(r: Run) -> dict[str, Any]:
+    """The columns the pages show for one run."""
+    return {
+        "id": r.id,
+        "workload": r.workload,
+        "steps": r.steps,
+        "seed": r.seed,
+        "lr": r.lr,
+        "queue": r.queue,
+        "status": r.status,
+        "attempts": r.attempts,
+        "failure_reason": r.failure_reason,
+        "reused_from_id": r.reused_from_id,
+        "experiment_id": r.experiment_id,
+        "trial_id": r.trial_id,
+        "final_val_loss": r.final_val_loss,
+        "steps_to_target": r.steps_to_target,
+        "target_loss": r.target_loss,
+        "stopped_step": r.stopped_step,
+        "tokens_per_s": r.tokens_per_s,
+        "wall_s": r.wall_s,
+        "state_bytes": r.state_bytes,
+        "n_params": r.n_params,
+        "state_bytes_per_param": r.state_bytes_per_param,
+        "peak_mem_bytes": r.peak_mem_bytes,
+        "created_at": r.created_at,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+    }
+
+
+def curve(session: Session, run_id: int) -> list[dict[str, Any]]:
+    """A run's metric points ordered by step."""
+    rows = session.scalars(
+        select(RunMetric).where(RunMetric.run_id == run_id).order_by(RunMetric.step)
+    ).all()
+    return [
+        {"step": m.step, "t": m.elapsed_s, "train": m.train_loss, "val": m.val_loss, "lr": m.lr}
+        for m in rows
+    ]
+
+
+def curve_series(label: str, points: list[dict[str, Any]], x: str) -> list[dict[str, Any]]:
+    """Train and val series of one run against ``x`` ("step" or "t")."""
+    out = []
+    for key in ("train", "val"):
+        pts = [[p[x], p[key]] for p in points if _finite(p[key]) and _finite(p[x])]
+        if pts:
+            out.append({"label": f"{label} {key}", "points": pts, "dashed": key == "train"})
+    return out
+
+
+def curves_plot(series: list[dict[str, Any]], x_label: str) -> dict[str, Any]:
+    return {"kind": "curves", "x_label": x_label, "y_label": "loss", "series": series,
+            "x_integer": x_label == "step"}  # fmt: skip
+
+
+def run_view(session: Session, run_id: int) -> dict[str, Any]:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise LookupError(f"no run {run_id}")
+    points = curve(session, run_id)
+    label = f"run {run_id}"
+    return {
+        "run": run_row(run),
+        "env": run.env or {},
+        "recipe": recipe_row(run.recipe),
+        "n_points": len(points),
+        "by_step": curves_plot(curve_series(label, points, "step"), "step"),
+        "by_time": curves_plot(curve_series(label, points, "t"), "wall time (s)"),
+    }
+
+
+def compare_view(session: Session, ids: list[int]) -> dict[str, Any]:
+    """Overlaid curves of several runs; unknown ids are listed, not fatal."""
+    runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(ids))).all()}
+    found = [runs[i] for i in ids if i in runs]
+    by_step: list[dict[str, Any]] = []
+    by_time: list[dict[str, Any]] = []
+    for r in found:
+        points = curve(session, r.id)
+        label = f"#{r.id} {r.recipe.name or r.recipe.hash[:8]}"
+        by_step += curve_series(label, points, "step")
+        by_time += curve_series(label, points, "t")
+    return {
+        "runs": [{**run_row(r), "recipe": recipe_row(r.recipe)} for r in found],
+        "missing": [i for i in ids if i not in runs],
+        "by_step": curves_plot(by_step, "step"),
+        "by_time": curves_plot(by_time, "wall time (s)"),
+    }
+
+
+def parse_ids(text: str | None) -> list[int]:
+    """``"1, 2,x,2"`` -> ``[1, 2]`` (unique, in order, at most MAX_COMPARE)."""
+    out: list[int] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if part.isdigit() and int(part) not in out:
+            out.append(int(part))
+    return out[:MAX_COMPARE]
+
+
+# --- recipes ----------------------------------------------------------------------------------
+
+
+def recipe_row(r: Recipe) -> dict[str, Any]:
+    return {"id": r.id, "hash": r.hash, "name": r.name, "canonical": r.canonical}
+
+
+def recipe_view(session: Session, recipe_hash: str, page: int) -> dict[str, Any]:
+    recipe = session.scalars(select(Recipe).where(Recipe.hash == recipe_hash)).first()
+    if recipe is None:
+        raise LookupError(f"no recipe {recipe_hash}")
+    total = session.scalar(select(func.count(Run.id)).where(Run.recipe_id == recipe.id)) or 0
+    pg = make_page(page, total)
+    runs = session.scalars(
+        select(Run)
+        .where(Run.recipe_id == recipe.id)
+        .order_by(Run.id.desc())
+        .offset(pg.offset)
+        .limit(pg.per_page)
+    ).all()
+    return {"recipe": recipe_row(recipe), "runs": [run_row(r) for r in runs], "page": pg}
+
+
+# --- studies ----------------------------------------------------------------------------------
+
+
+def studies_view(session: Session, page: int) -> dict[str, Any]:
+    from search.scheduler import progress
+    from search.study_view import study_dict
+
+    total = session.scalar(select(func.count(SearchStudy.id))) or 0
+    pg = make_page(page, total)
+    rows = session.scalars(
+        select(SearchStudy).order_by(SearchStudy.id.desc()).offset(pg.offset).limit(pg.per_page)
+    ).all()
+    studies = [{**study_dict(s), "progress": progress(session, s.id)} for s in rows]
+    return {"studies": studies, "page": pg}
+
+
+def study_view(session: Session, study_id: int, page: int) -> dict[str, Any]:
+    from search.study_view import study_detail, trial_dicts
+
+    detail = study_detail(session, study_id)  # LookupError for an unknown id
+    trials = trial_dicts(session, study_id)
+    objectives = detail.get("objectives") or ["val_loss", "state_bytes_per_param"]
+    front_ids = {t["id"] for t in detail["pareto_front"]}
+    pg = make_page(page, len(trials))
+    return {
+        "study": detail,
+        "objectives": objectives,
+        "trials": trials[pg.offset : pg.offset + pg.per_page],
+        "page": pg,
+        "front_ids": front_ids,
+        "pareto": _study_pareto(trials, objectives, front_ids),
+        "history": _history(trials, objectives),
+    }
+
+
+def trial_sbpp(trial: dict[str, Any]) -> float | None:
+    vals = [
+        r["state_bytes_per_param"] for r in trial["runs"] if _finite(r["state_bytes_per_param"])
+    ]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _study_pareto(
+    trials: list[dict[str, Any]], objectives: list[str], front_ids: set[int]
+) -> dict[str, Any]:
+    """Complete trials as loss vs state bytes/param (objective values where they are those)."""
+    points = []
+    for t in trials:
+        if t["status"] != "complete" or not t["values"]:
+            continue
+        vals = dict(zip(objectives, t["values"], strict=False))
+        x = vals.get("state_bytes_per_param", trial_sbpp(t))
+        y = vals.get("val_loss", t["values"][0])
+        if _finite(x) and _finite(y):
+            points.append(
+                {
+                    "x": x,
+                    "y": y,
+                    "label": f"#{t['number']}" if t["id"] in front_ids else "",
+                    "hash": t["recipe_hash"] or "",
+                    "href": f"/recipes/{t['recipe_hash']}" if t["recipe_hash"] else "",
+                    "pareto": t["id"] in front_ids,
+                }
+            )
+    return {
+        "kind": "pareto",
+        "x_label": "optimizer state bytes / param",
+        "y_label": objectives[0] if "val_loss" not in objectives else "val loss",
+        "points": points,
+    }
+
+
+def _history(trials: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any]:
+    """Optimization history: first objective per complete trial and its best so far."""
+    pts = [
+        [t["number"], t["values"][0]]
+        for t in trials
+        if t["status"] == "complete" and t["values"] and _finite(t["values"][0])
+    ]
+    best: list[list[float]] = []
+    for n, v in pts:
+        best.append([n, min(v, best[-1][1]) if best else v])
+    series = []
+    if pts:
+        series = [
+            {"label": objectives[0], "points": pts, "scatter": True},
+            {"label": "best so far", "points": best, "stepped": True},
+        ]
+    return {"kind": "curves", "x_label": "trial", "y_label": objectives[0], "series": series,
+            "x_integer": True}  # fmt: skip

@@ -1,0 +1,352 @@
+"""Benchmark (not a test): ``step()`` time of every preset on LLaMA-shaped parameters, next to
+its reference implementation in the same process.
+
+Parameters are those of the GaLore-protocol LLaMA (optimizers.md §0.2; 60M config dims by
+default) with fewer layers / a smaller vocabulary on CPU so the run stays within minutes. Each
+optimizer gets the same fixed random gradients; ``--warmup`` steps (which include the first
+projector SVD / torch.compile) are not timed; the table shows the median of ``--iters`` steps,
+taken alternately for a preset and its references (same machine load for both).
+GaLore-type projectors refresh every 200 steps, so the timed steps exclude the SVD (identically
+for ours and the references).
+
+    .venv/bin/python bench/optimizer_step.py --out /tmp/optimizer_step.json            # CPU
+    .venv/bin/python bench/optimizer_step.py --device cuda --layers 8 --vocab 32000     # GPU, bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import optim_core
+from optim_core.compile import label_of
+
+Params = dict[str, torch.nn.Parameter]
+RefFactory = Callable[[Params], list[torch.optim.Optimizer]]
+
+
+def llama_shapes(dim: int, ffn: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of our LLaMA (workers/model.py names), untied embedding / head."""
+    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (vocab, dim)}
+    for i in range(layers):
+        for proj in "qkvo":
+            shapes[f"layers.{i}.attn.{proj}.weight"] = (dim, dim)
+        shapes[f"layers.{i}.attn_norm.weight"] = (dim,)
+        shapes[f"layers.{i}.mlp.gate.weight"] = (ffn, dim)
+        shapes[f"layers.{i}.mlp.up.weight"] = (ffn, dim)
+        shapes[f"layers.{i}.mlp.down.weight"] = (dim, ffn)
+        shapes[f"layers.{i}.mlp_norm.weight"] = (dim,)
+    shapes["norm.weight"] = (dim,)
+    shapes["lm_head.weight"] = (vocab, dim)
+    return shapes
+
+
+def make_params(shapes: dict, device: str, dtype: torch.dtype) -> Params:
+    gen = torch.Generator().manual_seed(0)
+    params = {}
+    for name, shape in shapes.items():
+        p = torch.nn.Parameter((torch.randn(shape, generator=gen) * 0.02).to(device, dtype))
+        p.grad = (torch.randn(shape, generator=gen) * 1e-3).to(device, dtype)
+        params[name] = p
+    return params
+
+
+def _split(params: Params) -> tuple[list, list]:
+    matrices = [p for n, p in params.items() if label_of(n, tuple(p.shape)) == "matrix"]
+    others = [p for n, p in params.items() if label_of(n, tuple(p.shape)) != "matrix"]
+    return matrices, others
+
+
+def _rank(p: torch.Tensor, fraction: float = 0.25) -> int:
+    return max(1, round(fraction * min(p.shape)))
+
+
+def _galore(ps: Params) -> list[torch.optim.Optimizer]:
+    from galore_torch import GaLoreAdamW
+
+    mats, others = _split(ps)
+    groups: list[dict[str, Any]] = [
+        {
+            "params": [p],
+            "rank": _rank(p),
+            "update_proj_gap": 200,
+            "scale": 0.25,
+            "proj_type": "std",
+        }
+        for p in mats
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [GaLoreAdamW([*groups, {"params": others}], lr=0.01)]
+
+
+def _apollo(mini: bool) -> RefFactory:
+    def make(ps: Params) -> list[torch.optim.Optimizer]:
+        from apollo_torch import APOLLOAdamW
+
+        mats, others = _split(ps)
+        groups: list[dict[str, Any]] = [
+            {
+                "params": [p],
+                "rank": 1 if mini else _rank(p),
+                "proj": "random",
+                "scale_type": "tensor" if mini else "channel",
+                "scale": 128.0 if mini else 1.0,
+                "update_proj_gap": 200,
+                "proj_type": "std",
+            }
+            for p in mats
+        ]
+        opt = APOLLOAdamW([*groups, {"params": others}], lr=0.01, eps=1e-6, scale_front=mini)
+        return [opt]
+
+    return make
+
+
+def _muon(ps: Params) -> list[torch.optim.Optimizer]:
+    mats, others = _split(ps)
+    muon = torch.optim.Muon(mats, lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True)
+    adam = torch.optim.AdamW(
+        others, lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0, foreach=True
+    )
+    return [muon, adam]
+
+
+def _lion(ps: Params) -> list[torch.optim.Optimizer]:
+    from lion_pytorch import Lion
+
+    return [Lion(list(ps.values()), lr=1e-4)]
+
+
+def _bnb8(ps: Params) -> list[torch.optim.Optimizer]:
+    import bitsandbytes as bnb
+
+    return [bnb.optim.AdamW8bit(list(ps.values()), lr=1e-3, weight_decay=0.0)]
+
+
+def _torchao(cls_name: str) -> RefFactory:
+    def make(ps: Params) -> list[torch.optim.Optimizer]:
+        import torchao.optim
+
+        cls = getattr(torchao.optim, cls_name)
+        return [cls(list(ps.values()), lr=1e-3, weight_decay=0.0)]
+
+    return make
+
+
+def references(with_torchao: bool) -> dict[str, list[tuple[str, RefFactory]]]:
+    """Preset name -> [(reference label, factory)], hyperparameters as the preset defaults."""
+    refs: dict[str, list[tuple[str, RefFactory]]] = {
+        "adamw": [
+            (
+                "torch AdamW foreach",
+                lambda ps: [
+                    torch.optim.AdamW(list(ps.values()), lr=1e-3, weight_decay=0.0, foreach=True)
+                ],
+            )
+        ],
+        "sgd": [
+            (
+                "torch SGD foreach",
+                lambda ps: [
+                    torch.optim.SGD(list(ps.values()), lr=1e-2, momentum=0.9, foreach=True)
+                ],
+            )
+        ],
+        "lion": [("lion-pytorch Lion", _lion)],
+        "muon": [("torch Muon + AdamW", _muon)],
+        "adafactor": [
+            ("torch Adafactor", lambda ps: [torch.optim.Adafactor(list(ps.values()), lr=1e-2)])
+        ],
+        "galore": [("galore-torch GaLoreAdamW", _galore)],
+        "apollo": [("apollo-torch APOLLOAdamW", _apollo(mini=False))],
+        "apollo_mini": [("apollo-torch APOLLOAdamW (mini)", _apollo(mini=True))],
+        "adamw_8bit": [("bitsandbytes AdamW8bit", _bnb8)],
+    }
+    if with_torchao:
+        refs["adamw_8bit"].append(("torchao AdamW8bit (compiled)", _torchao("AdamW8bit")))
+        refs["adamw_4bit"] = [("torchao AdamW4bit (compiled)", _torchao("AdamW4bit"))]
+    return refs
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_interleaved(
+    runs: list[list[torch.optim.Optimizer]],
+    device: str,
+    warmup: int,
+    iters: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Median wall time (ms) of one ``step()`` of each entry of ``runs`` (each a list of
+    optimizers stepped together). Steps alternate between the entries so that all of them see
+    the same machine load (the CPU of a shared box is noisy)."""
+    for _ in range(warmup):
+        for opts in runs:
+            for opt in opts:
+                opt.step()
+    _sync(device)
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(iters):
+        for j, opts in enumerate(runs):
+            start = clock()
+            for opt in opts:
+                opt.step()
+            _sync(device)
+            times[j].append((clock() - start) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    device, dtype = args.device, torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    shapes = llama_shapes(args.dim, args.ffn, args.layers, args.vocab)
+    n_params = sum(math.prod(s) for s in shapes.values())
+    refs = references(args.torchao)
+    names = args.presets.split(",") if args.presets else optim_core.presets.names()
+    rows: list[dict[str, Any]] = []
+    adamw_ref_ms: float | None = None
+    for name in names:
+        recipe = optim_core.presets.get(name)
+        opt = optim_core.build(recipe, make_params(shapes, device, dtype))
+        # presets without a package reference are timed against torch AdamW (the target for
+        # stateless presets is "no slower than adamw")
+        ref_list = refs.get(name) or refs["adamw"]
+        ref_opts = [factory(make_params(shapes, device, dtype)) for _, factory in ref_list]
+        clock = time.process_time if args.clock == "process" else time.perf_counter
+        ms, *ref_ms = time_interleaved([[opt], *ref_opts], device, args.warmup, args.iters, clock)
+        row: dict[str, Any] = {
+            "preset": name,
+            "ms": ms,
+            "state_bytes_per_param": optim_core.measure_state_bytes(opt) / n_params,
+            "refs": [
+                {"reference": label, "ms": r, "ratio": ms / r}
+                for (label, _), r in zip(ref_list, ref_ms, strict=True)
+            ],
+        }
+        if name == "adamw":
+            adamw_ref_ms = ref_ms[0]
+        del opt, ref_opts
+        rows.append(row)
+        _echo_row(row)
+    for row in rows:
+        row["vs_torch_adamw"] = row["ms"] / adamw_ref_ms if adamw_ref_ms else None
+    return {
+        "device": device if device == "cpu" else torch.cuda.get_device_name(),
+        "dtype": args.dtype,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "shape": {"dim": args.dim, "ffn": args.ffn, "layers": args.layers, "vocab": args.vocab},
+        "n_params": n_params,
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "clock": args.clock,
+        "rows": rows,
+    }
+
+
+def _echo_row(row: dict[str, Any]) -> None:
+    refs = row["refs"] or [{"reference": "-", "ms": float("nan"), "ratio": float("nan")}]
+    for i, ref in enumerate(refs):
+        left = f"{row['preset']:<12} {row['ms']:>10.1f}" if i == 0 else f"{'':<12} {'':>10}"
+        print(
+            f"{left}  {ref['reference']:<34} {ref['ms']:>10.1f} {ref['ratio']:>6.2f}", flush=True
+        )
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The result as a markdown table (for docs/benchmarks.md)."""
+    lines = [
+        "| preset | step ms (median) | reference | ref ms | ratio | × torch AdamW | state B/param |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        refs = row["refs"] or [{"reference": "—", "ms": None, "ratio": None}]
+        vs = row["vs_torch_adamw"]
+        for i, ref in enumerate(refs):
+            first = i == 0
+            lines.append(
+                "| {} | {} | {} | {} | {} | {} | {} |".format(
+                    row["preset"] if first else "",
+                    f"{row['ms']:.1f}" if first else "",
+                    ref["reference"],
+                    f"{ref['ms']:.1f}" if ref["ms"] is not None else "—",
+                    f"{ref['ratio']:.2f}" if ref["ratio"] is not None else "—",
+                    f"{vs:.2f}" if first and vs is not None else "",
+                    f"{row['state_bytes_per_param']:.3f}" if first else "",
+                )
+            )
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    cuda = torch.cuda.is_available()
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--device", default="cuda" if cuda else "cpu")
+    ap.add_argument(
+        "--dtype", choices=["fp32", "bf16"], default=None, help="default: bf16 on CUDA"
+    )
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--ffn", type=int, default=1376)
+    ap.add_argument("--layers", type=int, default=None, help="default: 8 on CUDA, 2 on CPU")
+    ap.add_argument("--vocab", type=int, default=None, help="default: 32000 on CUDA, 4096 on CPU")
+    ap.add_argument("--warmup", type=int, default=None, help="default: 5 on CUDA, 2 on CPU")
+    ap.add_argument("--iters", type=int, default=None, help="default: 20 on CUDA, 5 on CPU")
+    ap.add_argument("--presets", default="", help="comma-separated subset (default: all)")
+    ap.add_argument(
+        "--torchao",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time torchao AdamW8bit/4bit (torch.compile; default: on CUDA only)",
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="process: CPU time of this process (steadier on a shared CPU; use with --threads 1)",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
+    ap.add_argument("--markdown", type=Path, default=None, help="write the markdown table here")
+    args = ap.parse_args()
+    on_gpu = args.device.startswith("cuda")
+    args.dtype = args.dtype or ("bf16" if on_gpu else "fp32")
+    args.layers = args.layers if args.layers is not None else (8 if on_gpu else 2)
+    args.vocab = args.vocab if args.vocab is not None else (32000 if on_gpu else 4096)
+    args.warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 2)
+    args.iters = args.iters if args.iters is not None else (20 if on_gpu else 5)
+    args.torchao = on_gpu if args.torchao is None else args.torchao
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"{'preset':<12} {'ms':>10}  {'reference':<34} {'ref ms':>10} {'ratio':>6}", flush=True)
+    result = bench(args)
+    table = markdown_table(result)
+    print(table)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Benchmark (not a test): tokens/s of ``workers.train.train`` vs a bare 10-line loop.
+
+Same model (same seed), recipe, batches (``data.train_batch(step)``) and lr schedule; the bare
+loop has no metrics, callbacks, divergence checks or evaluation. ``train()`` reports tokens/s over
+its training time (evaluations excluded); the table also shows tokens/s over its whole wall time
+(one final evaluation on one held-out batch included). Rounds alternate bare/train so machine load hits both
+alike (odd rounds run train() first); medians over rounds are reported. Target: train >= 0.95 x bare.
+
+    .venv/bin/python bench/trainer_overhead.py --workload synthetic-lm --steps 200 --rounds 5
+    .venv/bin/python bench/trainer_overhead.py --workload shakespeare-lm --steps 30 --rounds 4
+    .venv/bin/python bench/trainer_overhead.py --workload shakespeare-lm-20m --device cuda \
+        --steps 100 --rounds 3        # GPU: bf16 autocast in both loops
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import optim_core  # noqa: E402
+from core.config import get_settings  # noqa: E402
+from core.workloads import get_workload  # noqa: E402
+from workers.data import Batches, load_data  # noqa: E402
+from workers.model import build_model  # noqa: E402
+from workers.train import TrainConfig, TrainResult, lm_loss, lr_factor, train  # noqa: E402
+
+
+def bare_loop(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, data: Batches, steps: int, device: str
+) -> tuple[float, float]:
+    """The reference: nothing but forward, backward, step, schedule. Returns (wall, cpu) s."""
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
+    cuda = device.startswith("cuda")
+    start, cpu = time.perf_counter(), time.process_time()
+    for step in range(steps):
+        x, y = (t.to(device) for t in data.train_batch(step))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = lm_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+class _OneValBatch(Batches):
+    """The workload's data with a single held-out batch, so train()'s one final evaluation
+    costs about a third of a step and the comparison measures the loop itself."""
+
+    def __init__(self, data: Batches) -> None:
+        self.data = data
+        self.tokens_per_batch = data.tokens_per_batch
+
+    def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data.train_batch(step)
+
+    def val_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.data.val_batches()[:1]
+
+
+def one_round(
+    workload: str,
+    preset: str,
+    steps: int,
+    lr: float | None,
+    bare_first: bool = True,
+    device: str = "cpu",
+) -> dict[str, float]:
+    spec = get_workload(workload)
+    cache_dir = get_settings().cache_dir
+    assert cache_dir is not None
+    data = _OneValBatch(load_data(spec, 0, cache_dir))
+    recipe = optim_core.presets.get(preset)
+    tokens = steps * data.tokens_per_batch
+
+    def run_bare() -> tuple[float, float]:
+        model = build_model(spec.model, seed=0).to(device)
+        return bare_loop(model, optim_core.build(recipe, model, lr=lr), data, steps, device)
+
+    def run_train() -> tuple[TrainResult, float, float]:
+        model = build_model(spec.model, seed=0).to(device)
+        cfg = TrainConfig(
+            steps=steps, eval_every=steps, target_loss=spec.target_loss, device=device
+        )
+        start, cpu = time.perf_counter(), time.process_time()
+        res = train(model, optim_core.build(recipe, model, lr=lr), data, cfg)
+        return res, time.perf_counter() - start, time.process_time() - cpu
+
+    if bare_first:
+        bare_s, bare_cpu = run_bare()
+        res, wall, train_cpu = run_train()
+    else:
+        res, wall, train_cpu = run_train()
+        bare_s, bare_cpu = run_bare()
+    return {
+        "bare_tokens_per_s": tokens / bare_s,
+        "train_tokens_per_s": res.tokens_per_s,
+        "train_wall_tokens_per_s": tokens / wall,
+        "bare_tokens_per_cpu_s": tokens / bare_cpu,
+        "train_tokens_per_cpu_s": tokens / train_cpu,  # whole call, final eval included
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", default="synthetic-lm")
+    parser.add_argument("--preset", default="adamw")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast on cuda)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/trainer_overhead.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    one_round(args.workload, args.preset, min(args.steps, 10), args.lr)  # warm-up
+    rounds = [
+        one_round(args.workload, args.preset, args.steps, args.lr) for _ in range(args.rounds)
+    ]
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+
+    def ratio_of(num: str, den: str) -> float:  # median over rounds of the per-round ratio
+        return statistics.median(r[num] / r[den] for r in rounds)
+
+    ratio = ratio_of("train_tokens_per_s", "bare_tokens_per_s")
+    wall_ratio = ratio_of("train_wall_tokens_per_s", "bare_tokens_per_s")
+    cpu_ratio = ratio_of("train_tokens_per_cpu_s", "bare_tokens_per_cpu_s")
+    report: dict[str, Any] = {
+        "workload": args.workload,
+        "preset": args.preset,
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "steps": args.steps,
+        "rounds": rounds,
+        "median": med,
+        "ratio": ratio,
+        "wall_ratio": wall_ratio,
+        "cpu_ratio": cpu_ratio,
+        "target": 0.95,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m": os.getloadavg()[0],
+    }
+    print(
+        f"{args.workload} / {args.preset}, {args.steps} steps x {args.rounds} rounds, "
+        f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}"
+    )
+    print(f"{'loop':<28}{'tokens/s (median)':>20}{'x bare':>10}")
+    print(f"{'bare 10-line loop':<28}{med['bare_tokens_per_s']:>20,.0f}{1.0:>10.3f}")
+    print(f"{'train() (reported)':<28}{med['train_tokens_per_s']:>20,.0f}{ratio:>10.3f}")
+    print(
+        f"{'train() (wall, +1 eval)':<28}{med['train_wall_tokens_per_s']:>20,.0f}{wall_ratio:>10.3f}"
+    )
+    print(f"{'bare (per CPU second)':<28}{med['bare_tokens_per_cpu_s']:>20,.0f}{1.0:>10.3f}")
+    print(
+        f"{'train() (per CPU second)':<28}{med['train_tokens_per_cpu_s']:>20,.0f}{cpu_ratio:>10.3f}"
+    )
+    print("(x bare = median over rounds of the per-round ratio)")
+    print(
+        f"target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'} (wall), "
+        f"{'met' if cpu_ratio >= 0.95 else 'NOT met'} (CPU time)"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

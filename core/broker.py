@@ -1,0 +1,121 @@
+"""The Celery *client*: send tasks by name, never importing ``workers``.
+
+The API, the scheduler and the reaper enqueue work through :func:`dispatch_run` and
+:func:`dispatch_study_tick`. Messages carry only ids; the database row is the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from core.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+TRAIN_RUN = "optforge.train_run"
+STUDY_TICK = "optforge.study_tick"
+REAP = "optforge.reap"
+RUN_QUEUES = ("cpu", "gpu")
+# Short control tasks (study ticks, reaps): every worker consumes this queue too.
+CONTROL_QUEUE = "control"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Broker settings shared by the client and the worker app."""
+    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
+    if settings.broker_url.startswith("sqla+"):
+        # kombu passes these to create_engine: wait on SQLite locks (API and worker write).
+        options = {"connect_args": {"timeout": 30}}
+    return {
+        "broker_url": settings.broker_url,
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (*RUN_QUEUES, CONTROL_QUEUE)
+        ],
+        "broker_transport_options": options,
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": settings.default_queue,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+    }
+
+
+def make_client(settings: Settings) -> Celery:
+    """A bare Celery app (no task modules) for ``settings``."""
+    if settings.broker_url.startswith("sqla+"):
+        settings.ensure_dirs()
+    app = Celery("optforge-client", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class _ClientCache:
+    """``get_celery_client()``: the process-wide Celery client for the current broker URL.
+
+    Cached per URL, so a test that changes OPTFORGE_BROKER_URL (and clears the settings cache)
+    gets a client for the new broker; ``get_celery_client.cache_clear()`` forgets them all.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Celery] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Celery:
+        settings = get_settings()
+        with self._lock:
+            client = self._clients.get(settings.broker_url)
+            if client is None:
+                client = self._clients[settings.broker_url] = make_client(settings)
+            return client
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._clients.clear()
+
+
+get_celery_client = _ClientCache()
+
+
+def dispatch_run(run_id: int, queue: str = "cpu") -> None:
+    """Enqueue ``optforge.train_run(run_id)`` on ``queue`` (cpu|gpu). Call after the commit."""
+    if queue not in RUN_QUEUES:
+        raise ValueError(f"queue must be one of {list(RUN_QUEUES)}, got {queue!r}")
+    get_celery_client().send_task(TRAIN_RUN, args=[int(run_id)], queue=queue)
+    _mark_dispatched(int(run_id))
+
+
+def dispatch_study_tick(study_id: int) -> None:
+    """Enqueue ``optforge.study_tick(study_id)`` on the control queue."""
+    get_celery_client().send_task(STUDY_TICK, args=[int(study_id)], queue=CONTROL_QUEUE)
+
+
+def dispatch_reap() -> None:
+    """Enqueue one ``optforge.reap()`` (workers also reap on their own timer)."""
+    get_celery_client().send_task(REAP, queue=CONTROL_QUEUE)
+
+
+def _mark_dispatched(run_id: int) -> None:
+    """Record the send time, so the reaper re-sends only messages that may be lost."""
+    from sqlalchemy import update
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from core.db import session_scope
+    from core.models import Run, RunStatus
+
+    try:
+        with session_scope() as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == RunStatus.queued)
+                .values(dispatched_at=datetime.now(UTC))
+            )
+    except SQLAlchemyError as exc:  # the message is sent; the reaper falls back to created_at
+        log.warning("could not record dispatch of run %s: %s", run_id, exc)

@@ -1,0 +1,68 @@
+"""Apply our Alembic migrations programmatically (``optforge db upgrade``, ``optforge up``, tests).
+
+The Alembic files live in the ``migrations`` package (ini included), so this works from an
+installed copy as well as from a checkout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+VERSION_TABLE = "optforge_alembic_version"
+
+
+def _migrations_dir() -> Path:
+    try:
+        import migrations
+    except ImportError:  # an editable install made before migrations/ existed: use the checkout
+        return Path(__file__).resolve().parents[1] / "migrations"
+    return Path(migrations.__file__).resolve().parent
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic Config for our migrations and ``url`` (default: settings.database_url)."""
+    if url is None:
+        from core.config import get_settings
+
+        settings = get_settings()
+        settings.ensure_dirs()
+        url = settings.database_url
+    here = _migrations_dir()
+    cfg = Config(str(here / "alembic.ini"))
+    cfg.set_main_option("script_location", str(here))
+    # ConfigParser interpolation: a literal % in a password must be doubled.
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Migrate the database at ``url`` (default: settings) up to ``revision``."""
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None, revision: str) -> None:
+    """Migrate the database at ``url`` (None: settings) down to ``revision`` (e.g. "base")."""
+    command.downgrade(alembic_config(url), revision)
+
+
+def current(url: str | None = None) -> str | None:
+    """The revision the database at ``url`` is at (None for an empty database)."""
+    from sqlalchemy import inspect, text
+
+    from core.db import make_engine
+
+    if url is None:
+        from core.config import get_settings
+
+        url = get_settings().database_url
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if VERSION_TABLE not in inspect(conn).get_table_names():
+                return None
+            return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    finally:
+        engine.dispose()

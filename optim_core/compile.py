@@ -1,0 +1,284 @@
+"""Pipeline specs -> stage objects, and parameter routing.
+
+``STAGE_FACTORIES`` maps a stage spec's ``type`` to a factory ``(spec, ctx) -> Stage``; a new
+building block registers itself with :func:`register_stage`. The ``lowrank`` factory and the
+quantized codecs (``state_bits`` 8/4) delegate to :mod:`optim_core.lowrank` and
+:mod:`optim_core.quantize`.
+
+Routing labels (docs/architecture.md): ``vector`` (ndim < 2), ``embedding`` (a dotted name
+component starting with ``embed``, or ``wte``), ``head`` (component ``lm_head``, ``head`` or
+``classifier``), ``matrix`` (any other >=2-D parameter).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from optim_core.adaptive import Adafactor, Adam, AdamMini
+from optim_core.base import Stage, StateCodec, codec_for_bits
+from optim_core.momentum import Ema
+from optim_core.normalize import Normalize, Scale
+from optim_core.orthogonalize import Orthogonalize, ShapeScale
+from optim_core.recipe import (
+    AdafactorSpec,
+    AdamMiniSpec,
+    AdamSpec,
+    EmaSpec,
+    FrobeniusSpec,
+    LowRankSpec,
+    NewtonSchulzSpec,
+    NormSpec,
+    Pipeline,
+    ScaleSpec,
+    ShapeScaleSpec,
+    SinkhornSpec,
+    SvdSpec,
+    WhitenSpec,
+)
+
+MATRIX_ONLY = frozenset(
+    {"row", "col", "standardize", "sinkhorn", "ns", "svd", "whiten", "lowrank"}
+)
+
+
+@dataclass(frozen=True)
+class BuildCtx:
+    """Where a stage is built: the parameter, and whether the stage ends the top-level pipeline
+    (an Adam stage there folds its bias correction into the lr)."""
+
+    name: str
+    shape: tuple[int, ...]
+    last: bool = False
+    in_lowrank: bool = False
+
+
+StageFactory = Callable[[Any, BuildCtx], Stage]
+
+
+def _adam(spec: AdamSpec, ctx: BuildCtx) -> Stage:
+    return Adam(
+        beta1=spec.beta1,
+        beta2=spec.beta2,
+        eps=spec.eps,
+        style=spec.style,
+        codec=codec_for_bits(spec.state_bits, spec.block, signed=True),
+        codec_v=codec_for_bits(spec.state_bits, spec.block, signed=False),
+        fold_lr=ctx.last,
+    )
+
+
+def _ema(spec: EmaSpec, ctx: BuildCtx) -> Stage:
+    return Ema(
+        beta=spec.beta,
+        form=spec.form,
+        dampening=spec.dampening,
+        init_first=spec.init == "first",
+        output=spec.output,
+        interp_beta=spec.interp_beta,
+        codec=codec_for_bits(spec.state_bits, spec.block, signed=True),
+    )
+
+
+def _norm(spec: NormSpec, ctx: BuildCtx) -> Stage:
+    return Normalize(kind=spec.type, eps=spec.eps)
+
+
+def _frobenius(spec: FrobeniusSpec, ctx: BuildCtx) -> Stage:
+    return Normalize(kind="frobenius", eps=spec.eps, target=spec.target, eps_mode=spec.eps_mode)
+
+
+def _sinkhorn(spec: SinkhornSpec, ctx: BuildCtx) -> Stage:
+    return Normalize(kind="sinkhorn", eps=spec.eps, iters=spec.iters)
+
+
+def _ns(spec: NewtonSchulzSpec, ctx: BuildCtx) -> Stage:
+    dtype = torch.bfloat16 if spec.dtype == "bf16" else torch.float32
+    return Orthogonalize(
+        method="ns",
+        coeffs=spec.coeffs,
+        steps=spec.steps,
+        eps=spec.eps,
+        dtype=dtype,
+        op_order=spec.op_order,
+    )
+
+
+def _svd(spec: SvdSpec, ctx: BuildCtx) -> Stage:
+    return Orthogonalize(method="svd")
+
+
+def _whiten(spec: WhitenSpec, ctx: BuildCtx) -> Stage:
+    return Orthogonalize(method="whiten", steps=spec.steps, exact=spec.exact, rescale=spec.rescale)
+
+
+def _shape_scale(spec: ShapeScaleSpec, ctx: BuildCtx) -> Stage:
+    return ShapeScale(rule=spec.rule, where=spec.where)
+
+
+def _scale(spec: ScaleSpec, ctx: BuildCtx) -> Stage:
+    return Scale(factor=spec.factor)
+
+
+def _adafactor(spec: AdafactorSpec, ctx: BuildCtx) -> Stage:
+    return Adafactor(beta2_decay=spec.beta2_decay, eps1=spec.eps1, eps2=spec.eps2, d=spec.d)
+
+
+def _adam_mini(spec: AdamMiniSpec, ctx: BuildCtx) -> Stage:
+    if spec.block == "head" and ctx.shape and ctx.shape[0] % spec.n_heads:
+        raise ValueError(
+            f"parameter {ctx.name!r} with shape {ctx.shape}: adam_mini block 'head' needs rows "
+            f"divisible by n_heads={spec.n_heads}"
+        )
+    return AdamMini(
+        beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, block=spec.block, n_heads=spec.n_heads
+    )
+
+
+def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
+    try:
+        from optim_core import lowrank
+    except ImportError as exc:  # pragma: no cover - module ships with the package
+        raise ValueError(f"stage 'lowrank' needs optim_core.lowrank ({exc})") from exc
+    # inner Adam folds bias correction into the lr only when nothing is added after projection
+    fold = spec.complement == "drop"
+    inner_ctx = BuildCtx(ctx.name, ctx.shape, last=False, in_lowrank=True)
+    inner = [
+        build_stage(
+            s,
+            BuildCtx(ctx.name, ctx.shape, last=fold and i == len(spec.inner) - 1, in_lowrank=True),
+        )
+        if s.type == "adam"
+        else build_stage(s, inner_ctx)
+        for i, s in enumerate(spec.inner)
+    ]
+    make = getattr(lowrank, "make_lowrank", None)
+    if make is not None:
+        return make(spec, inner)  # type: ignore[no-any-return]
+    projector: StateCodec | None = None
+    if spec.projector_bits is not None:
+        from optim_core import quantize
+
+        projector = quantize.MinMaxCodec(spec.projector_bits, spec.projector_group)
+    return lowrank.LowRank(  # type: ignore[return-value]
+        inner=inner,
+        rank=spec.rank,
+        basis=spec.basis,
+        refresh=spec.refresh,
+        scale=spec.scale,
+        complement=spec.complement,
+        output=spec.output,
+        limiter=spec.limiter,
+        scale_front=spec.scale_front,
+        reset_on_refresh=spec.reset_on_refresh,
+        complement_scale=spec.complement_scale,
+        projector_codec=projector,
+    )
+
+
+STAGE_FACTORIES: dict[str, StageFactory] = {
+    "adam": _adam,
+    "ema": _ema,
+    "rms": _norm,
+    "row": _norm,
+    "col": _norm,
+    "standardize": _norm,
+    "sign": _norm,
+    "frobenius": _frobenius,
+    "sinkhorn": _sinkhorn,
+    "ns": _ns,
+    "svd": _svd,
+    "whiten": _whiten,
+    "shape_scale": _shape_scale,
+    "scale": _scale,
+    "adafactor": _adafactor,
+    "adam_mini": _adam_mini,
+    "lowrank": _lowrank,
+}
+
+
+def register_stage(type_name: str, factory: StageFactory) -> None:
+    """Register (or replace) the factory for stage specs with ``type == type_name``."""
+    STAGE_FACTORIES[type_name] = factory
+
+
+def build_stage(spec: Any, ctx: BuildCtx) -> Stage:
+    """One stage object from its spec.
+
+    Raises:
+        ValueError: no factory for ``spec.type`` (lists the registered types).
+    """
+    factory = STAGE_FACTORIES.get(spec.type)
+    if factory is None:
+        raise ValueError(f"stage type {spec.type!r}: no factory; known: {sorted(STAGE_FACTORIES)}")
+    return factory(spec, ctx)
+
+
+def build_stages(specs: Sequence[Any], name: str, shape: tuple[int, ...]) -> list[Stage]:
+    """Stage objects of one route for parameter ``name`` of ``shape`` (checked first)."""
+    check_param(specs, name, shape)
+    last = len(specs) - 1
+    return [
+        build_stage(s, BuildCtx(name, tuple(shape), last=i == last)) for i, s in enumerate(specs)
+    ]
+
+
+def check_param(specs: Sequence[Any], name: str, shape: tuple[int, ...]) -> None:
+    """Raise ValueError (naming the parameter) when a stage cannot handle its shape."""
+    for spec in specs:
+        if spec.type in MATRIX_ONLY and len(shape) < 2:
+            raise ValueError(
+                f"parameter {name!r} with shape {tuple(shape)}: stage {spec.type!r} needs a "
+                "matrix (>=2-D); route vectors to stages such as adam, ema, sign, rms"
+            )
+        if spec.type == "lowrank":
+            _check_rank(spec, name, shape)
+            check_param(spec.inner, name, shape)
+
+
+def _check_rank(spec: LowRankSpec, name: str, shape: tuple[int, ...]) -> None:
+    m, n = shape[0], int(torch.Size(shape[1:]).numel())
+    if isinstance(spec.rank, int) and spec.rank > min(m, n):
+        raise ValueError(
+            f"rank: {spec.rank} exceeds min(m, n) = {min(m, n)} of parameter {name!r} with shape "
+            f"{tuple(shape)}; use a smaller int or a fraction in (0, 1)"
+        )
+
+
+def label_of(name: str, shape: Sequence[int]) -> str:
+    """Routing label of a parameter: vector, embedding, head or matrix."""
+    if len(shape) < 2:
+        return "vector"
+    parts = name.split(".")
+    if any(p.startswith("embed") or p == "wte" for p in parts):
+        return "embedding"
+    if any(p in ("lm_head", "head", "classifier") for p in parts):
+        return "head"
+    return "matrix"
+
+
+def resolve_route(pipeline: Pipeline, name: str, shape: Sequence[int]) -> int:
+    """Index of the route of parameter ``name`` (name patterns, then labels, then catch-all).
+
+    Raises:
+        ValueError: no route matches (names the parameter, its label and the routes).
+    """
+    for i, route in enumerate(pipeline.routes):
+        if any(fnmatch.fnmatchcase(name, pat) for pat in route.names):
+            return i
+    label = label_of(name, shape)
+    for i, route in enumerate(pipeline.routes):
+        if label in route.labels:
+            return i
+    for i, route in enumerate(pipeline.routes):
+        if not route.labels and not route.names:
+            return i
+    described = [{"labels": r.labels, "names": r.names} for r in pipeline.routes]
+    raise ValueError(
+        f"parameter {name!r} (label {label!r}) matches no route; routes: {described}; "
+        "add its label or a name pattern, or a catch-all route"
+    )

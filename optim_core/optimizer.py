@@ -1,0 +1,166 @@
+"""``RecipeOptimizer``: a torch optimizer running one stage pipeline per parameter route.
+
+One param group per route (``route`` index, ``route_name``, ``lr`` = ``initial_lr`` = base
+lr × route ``lr_mult``, ``lr_mult``, ``weight_decay``, ``wd_mode``) so torch lr schedulers
+work on ``group["lr"]``. State of parameter ``p``: ``{"step": fp32 CPU scalar, "{i}.{stage}.{slot}":
+tensor, ...}`` (docs/architecture.md, "optim_core internals"); ``state_dict`` round-trips,
+and loading keeps the stored dtypes (fp32 / quantized state of bf16 parameters stays as saved).
+
+Per step and parameter: ``u = fp32(grad)`` (``+ λ·W`` for coupled decay) → stages →
+decoupled decay ``W ← W·(1 − η·λ)`` (before or after) → ``W ← W − η_eff·u``, where ``η_eff``
+is the group lr passed through the stages' optional ``scale_lr`` hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from optim_core.base import Stage
+from optim_core.compile import build_stages, resolve_route
+from optim_core.grouped import adam_group_step, eligible, grouped_adam
+from optim_core.recipe import Recipe
+
+NamedParams = nn.Module | Iterable[tuple[str, Tensor]] | dict[str, Tensor] | Iterable[Tensor]
+
+
+def named_params(model_or_params: Any) -> list[tuple[str, Tensor]]:
+    """(name, param) pairs from a module, a dict, named pairs or bare tensors (``param_<i>``)."""
+    if isinstance(model_or_params, nn.Module):
+        items = list(model_or_params.named_parameters())
+    elif isinstance(model_or_params, dict):
+        items = list(model_or_params.items())
+    else:
+        items = [
+            x if isinstance(x, tuple) else (f"param_{i}", x) for i, x in enumerate(model_or_params)
+        ]
+    return [(n, p) for n, p in items if p.requires_grad]
+
+
+def _route_name(route: Any, index: int) -> str:
+    return "+".join([*route.labels, *route.names]) or f"route{index}"
+
+
+class RecipeOptimizer(torch.optim.Optimizer):
+    """The optimizer a :class:`Recipe` compiles to (build it with :func:`optim_core.build`)."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        model_or_params: Any,
+        lr: float | None = None,
+        *,
+        foreach: bool | None = None,
+    ) -> None:
+        pipeline = recipe.to_pipeline()
+        base_lr = recipe.lr if lr is None else float(lr)
+        named = named_params(model_or_params)
+        if not named:
+            raise ValueError("build: no trainable parameters given")
+        members: dict[int, list[tuple[str, Tensor]]] = {}
+        for name, p in named:
+            members.setdefault(resolve_route(pipeline, name, tuple(p.shape)), []).append((name, p))
+        self._stages: dict[Tensor, list[Stage]] = {}
+        self._index: dict[Tensor, int] = {p: i + 1 for i, (_, p) in enumerate(named)}
+        self._names: dict[Tensor, str] = {p: n for n, p in named}
+        groups = []
+        for idx in sorted(members):
+            route = pipeline.routes[idx]
+            for name, p in members[idx]:
+                self._stages[p] = build_stages(route.stages, name, tuple(p.shape))
+            wd = recipe.weight_decay if route.weight_decay is None else route.weight_decay
+            groups.append(
+                {
+                    "params": [p for _, p in members[idx]],
+                    "lr": base_lr * route.lr_mult,
+                    "initial_lr": base_lr * route.lr_mult,  # what lr schedulers scale
+                    "lr_mult": route.lr_mult,
+                    "weight_decay": wd,
+                    "wd_mode": route.wd_mode,
+                    "route": idx,
+                    "route_name": _route_name(route, idx),
+                }
+            )
+        self.recipe = recipe
+        self.foreach = foreach is not False  # None: multi-tensor path where it applies
+        super().__init__(groups, {"lr": base_lr})
+
+    def stages_of(self, p: Tensor) -> list[Stage]:
+        """The compiled stages of parameter ``p``."""
+        return self._stages[p]
+
+    def _init_state(self, p: Tensor) -> dict[str, Any]:
+        state: dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)}
+        for i, stage in enumerate(self._stages[p]):
+            init_at = getattr(stage, "init_at", None)
+            slots = init_at(p, self._index[p]) if init_at is not None else stage.init(p)
+            for key, t in slots.items():
+                state[f"{i}.{stage.name}.{key}"] = t
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One optimization step over all parameters with a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            adam = grouped_adam(self._stages[params[0]]) if params and self.foreach else None
+            if adam is not None and eligible(params, group["wd_mode"]):
+                states = [self._state_for(p) for p in params]
+                adam_group_step(adam, params, states, group)
+                continue
+            for p in params:
+                self._step_param(p, group)
+        return loss
+
+    def _state_for(self, p: Tensor) -> dict[str, Any]:
+        state = self.state[p]
+        if not state:
+            state.update(self._init_state(p))
+        return state
+
+    def _step_param(self, p: Tensor, group: dict[str, Any]) -> None:
+        state = self._state_for(p)
+        state["step"] += 1
+        t = int(state["step"].item())
+        lr, wd, mode = group["lr"], group["weight_decay"], group["wd_mode"]
+        grad = p.grad
+        assert grad is not None
+        u: Tensor = grad if grad.dtype == torch.float32 else grad.float()
+        if mode == "coupled" and wd != 0:
+            u = u.add(p, alpha=wd)
+        eff_lr = lr
+        for i, stage in enumerate(self._stages[p]):
+            prefix = f"{i}.{stage.name}."
+            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            u = stage.update(u, sub, p, t)
+            scale_lr = getattr(stage, "scale_lr", None)
+            if scale_lr is not None:
+                eff_lr = scale_lr(eff_lr, p, sub, t)
+            for key, v in sub.items():
+                state[prefix + key] = v
+        if mode == "decoupled_before" and wd != 0:
+            p.mul_(1.0 - lr * wd)
+        p.add_(u, alpha=-eff_lr)
+        if mode == "decoupled_after" and wd != 0:
+            p.mul_(1.0 - lr * wd)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch, but state tensors keep their saved dtype (torch would cast them to the
+        parameter dtype, turning fp32 state of bf16 parameters into bf16)."""
+        saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        id_map = dict(zip(saved_ids, params, strict=True))
+        super().load_state_dict(state_dict)
+        for pid, values in state_dict["state"].items():
+            p = id_map[pid]
+            for key, v in values.items():
+                if isinstance(v, Tensor) and key != "step":
+                    self.state[p][key] = v.to(device=p.device, copy=True)

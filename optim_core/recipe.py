@@ -1,0 +1,381 @@
+"""Recipe schema: the design form (four axes) and the general pipeline form (stages per route).
+
+A recipe is data (pydantic v2, ``extra="forbid"``); nothing a user sends is evaluated. The design
+form compiles to the pipeline form (:func:`optim_core.designs.design_to_pipeline`), which
+:mod:`optim_core.compile` turns into stages. ``canonical()`` is the normalised dict of the form
+the recipe was written in; ``hash()`` hashes the *compiled pipeline* (plus lr / weight decay), so
+a design recipe and the equivalent hand-written pipeline get one id.
+
+References: optax ``chain`` / ``partition`` (pipelines and routing by label);
+optimizers.md §20 (vocabulary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Label = Literal["matrix", "embedding", "head", "vector"]
+LABELS: tuple[str, ...] = ("matrix", "embedding", "head", "vector")
+StateBits = Literal[32, 16, 8, 4]
+WdMode = Literal["decoupled_before", "decoupled_after", "coupled"]
+NormName = Literal[
+    "adam",
+    "sign",
+    "row",
+    "col",
+    "rms",
+    "frobenius",
+    "standardize",
+    "sinkhorn",
+    "ns",
+    "svd",
+    "whiten",
+]
+NORM_NAMES: tuple[str, ...] = NormName.__args__  # type: ignore[attr-defined]
+Placement = Literal["none", "all", "matrices", "head", "embed_and_head"]
+Other = Literal["adamw", "sgd", "sign", "same"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# stage specs (pipeline form); ``type`` is the discriminator and the key of
+# ``optim_core.compile.STAGE_FACTORIES``
+# ---------------------------------------------------------------------------------------------
+
+
+class AdamSpec(_Strict):
+    """Adam direction (m, v); ``style`` torch (ε after bias correction) or hf."""
+
+    type: Literal["adam"] = "adam"
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    eps: float = Field(1e-8, ge=0.0)
+    style: Literal["torch", "hf"] = "torch"
+    state_bits: StateBits = 32
+    block: int | None = Field(None, gt=0)
+
+
+class EmaSpec(_Strict):
+    """Momentum buffer: lerp / mul_add EMA or heavy_ball; output buffer, Nesterov or Lion interp."""
+
+    type: Literal["ema"] = "ema"
+    beta: float = Field(0.9, ge=0.0, lt=1.0)
+    form: Literal["lerp", "mul_add", "heavy_ball"] = "lerp"
+    dampening: float = Field(0.0, ge=0.0, le=1.0)
+    init: Literal["zeros", "first"] = "zeros"
+    output: Literal["state", "nesterov_lerp", "nesterov_add", "interp"] = "state"
+    interp_beta: float = Field(0.9, ge=0.0, le=1.0)
+    state_bits: StateBits = 32
+    block: int | None = Field(None, gt=0)
+
+
+class NormSpec(_Strict):
+    """Stateless per-tensor / per-row / per-column normalization or sign."""
+
+    type: Literal["rms", "row", "col", "standardize", "sign"]
+    eps: float = Field(1e-8, ge=0.0)
+
+
+class FrobeniusSpec(_Strict):
+    """Whole update to Frobenius norm ``target``."""
+
+    type: Literal["frobenius"] = "frobenius"
+    target: float = Field(1.0, gt=0.0)
+    eps: float = Field(1e-8, ge=0.0)
+    eps_mode: Literal["add", "clamp"] = "add"
+
+
+class SinkhornSpec(_Strict):
+    """SinkGD's alternating row/column ℓ2 normalization."""
+
+    type: Literal["sinkhorn"] = "sinkhorn"
+    iters: int = Field(5, ge=1, le=100)
+    eps: float = Field(1e-8, ge=0.0)
+
+
+class NewtonSchulzSpec(_Strict):
+    """Quintic Newton–Schulz orthogonalization (Muon)."""
+
+    type: Literal["ns"] = "ns"
+    coeffs: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
+    steps: int = Field(5, ge=1, le=50)
+    eps: float = Field(1e-7, gt=0.0)
+    dtype: Literal["bf16", "fp32"] = "bf16"
+    op_order: Literal["torch_addmm", "kj"] = "torch_addmm"
+
+
+class SvdSpec(_Strict):
+    """Exact polar factor U·Vᵀ."""
+
+    type: Literal["svd"] = "svd"
+
+
+class WhitenSpec(_Strict):
+    """SWAN whitening (G·Gᵀ)^(-1/2)·G, rescaled to RMS 1 when ``rescale``."""
+
+    type: Literal["whiten"] = "whiten"
+    steps: int = Field(10, ge=1, le=100)
+    exact: bool = False
+    rescale: bool = True
+
+
+class ShapeScaleSpec(_Strict):
+    """Muon's shape factor on the lr (torch) or on the update (KJ)."""
+
+    type: Literal["shape_scale"] = "shape_scale"
+    rule: Literal["original", "match_rms_adamw"] = "original"
+    where: Literal["lr", "update"] = "lr"
+
+
+class ScaleSpec(_Strict):
+    """Multiply the update by a constant."""
+
+    type: Literal["scale"] = "scale"
+    factor: float
+
+
+class AdafactorSpec(_Strict):
+    """torch.optim.Adafactor (factored second moment, RMS clipping, relative step)."""
+
+    type: Literal["adafactor"] = "adafactor"
+    beta2_decay: float = Field(-0.8, le=0.0)
+    eps1: float | None = Field(None, ge=0.0)
+    eps2: float = Field(1e-3, ge=0.0)
+    d: float = Field(1.0, gt=0.0)
+
+
+class AdamMiniSpec(_Strict):
+    """Adam-mini: per-element first moment, one second moment per row / head / tensor."""
+
+    type: Literal["adam_mini"] = "adam_mini"
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    eps: float = Field(1e-8, ge=0.0)
+    block: Literal["row", "head", "tensor"] = "row"
+    n_heads: int = Field(1, ge=1)
+
+
+# --- low-rank wrapping stage (runtime: optim_core.lowrank.LowRank, owned by the low-rank /
+# --- quantization engineer; add fields here when LowRank grows) ---------------------------------
+
+
+class LowRankSpec(_Strict):
+    """Run ``inner`` stages on a rank-r projection of the update (GaLore / APOLLO / FRUGAL)."""
+
+    type: Literal["lowrank"] = "lowrank"
+    rank: int | float
+    inner: list[StageSpec]
+    basis: Literal["svd", "gaussian"] = "svd"
+    refresh: int = Field(200, ge=1)
+    scale: float = 1.0
+    complement: Literal["drop", "sign"] = "drop"
+    complement_scale: float = 1.0
+    output: Literal["project_back", "channel", "tensor"] = "project_back"
+    limiter: bool = False
+    scale_front: bool = False
+    reset_on_refresh: bool = False
+    projector_bits: Literal[8, 4] | None = None  # None: P in the param dtype
+    projector_group: int = Field(256, gt=0)
+
+    @field_validator("rank")
+    @classmethod
+    def _rank(cls, v: int | float) -> int | float:
+        checked = _check_rank(v)
+        assert checked is not None
+        return checked
+
+
+StageSpec = Annotated[
+    AdamSpec
+    | EmaSpec
+    | NormSpec
+    | FrobeniusSpec
+    | SinkhornSpec
+    | NewtonSchulzSpec
+    | SvdSpec
+    | WhitenSpec
+    | ShapeScaleSpec
+    | ScaleSpec
+    | AdafactorSpec
+    | AdamMiniSpec
+    | LowRankSpec,
+    Field(discriminator="type"),
+]
+STATEFUL_TYPES = frozenset({"adam", "ema", "adafactor", "adam_mini", "lowrank"})
+
+
+def _check_rank(v: int | float | None) -> int | float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        raise ValueError("rank: must be an int >= 1 or a fraction in (0, 1), got a bool")
+    if isinstance(v, int):
+        if v < 1:
+            raise ValueError(f"rank: an int rank must be >= 1, got {v}")
+        return v
+    if float(v).is_integer() and v >= 1:
+        return int(v)
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"rank: a fractional rank must lie in (0, 1), got {v}")
+    return float(v)
+
+
+class Route(_Strict):
+    """Parameters matched by ``names`` (fnmatch globs, checked first) or ``labels``; both empty
+    = catch-all. Each route has its own stages, lr multiplier and weight decay."""
+
+    labels: list[Label] = []
+    names: list[str] = []
+    stages: list[StageSpec] = []
+    lr_mult: float = Field(1.0, ge=0.0)
+    weight_decay: float | None = Field(None, ge=0.0)  # None: the recipe's weight_decay
+    wd_mode: WdMode = "decoupled_before"
+
+
+class Pipeline(_Strict):
+    """Ordered routes; a parameter takes the first route whose name pattern matches, else the
+    first route listing its label, else the first catch-all route."""
+
+    routes: list[Route] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# design form
+# ---------------------------------------------------------------------------------------------
+
+
+class Momentum(_Strict):
+    """Where the momentum EMA sits (placement by route label) and where in the norm sequence."""
+
+    beta: float = Field(0.9, ge=0.0, lt=1.0)
+    placement: Placement = "matrices"
+    position: Literal["before_norm", "after_norm"] = "before_norm"
+    nesterov: bool = False
+
+
+class Projection(_Strict):
+    """Low-rank projection of matrix updates (used when ``rank`` is set)."""
+
+    basis: Literal["svd", "gaussian"] = "svd"
+    refresh: int = Field(200, ge=1)
+    scale: float = 1.0
+    complement: Literal["drop", "sign"] = "drop"
+
+
+class Design(_Strict):
+    """The four search axes: norms, momentum, rank (+projection), state_bits; plus ``other``."""
+
+    norms: list[NormName] = []
+    momentum: Momentum | None = None
+    rank: int | float | None = None
+    projection: Projection | None = None
+    state_bits: StateBits = 32
+    other: Other = "adamw"
+
+    @field_validator("rank")
+    @classmethod
+    def _rank(cls, v: int | float | None) -> int | float | None:
+        return _check_rank(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Design:
+        if self.projection is not None and self.rank is None:
+            raise ValueError("design.projection: only meaningful with design.rank set")
+        if self.state_bits < 32 and not self.has_state():
+            raise ValueError(
+                f"design.state_bits: {self.state_bits}-bit state on a design without optimizer "
+                "state (norms have no 'adam', momentum placement is 'none', rank is null); "
+                "use state_bits: 32"
+            )
+        return self
+
+    def has_state(self) -> bool:
+        """Whether the design's own axes keep state (adam norm, momentum or a projector)."""
+        moving = self.momentum is not None and self.momentum.placement != "none"
+        return "adam" in self.norms or moving or self.rank is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# recipe
+# ---------------------------------------------------------------------------------------------
+
+
+class Recipe(_Strict):
+    """An optimizer as data: design form (``design``) or pipeline form (``pipeline``).
+
+    Raises:
+        pydantic.ValidationError: unknown fields, bad values, or neither/both forms.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_version: Literal[1] = Field(1, alias="schema")
+    name: str | None = None
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    design: Design | None = None
+    pipeline: Pipeline | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Recipe:
+        if (self.design is None) == (self.pipeline is None):
+            raise ValueError("recipe: give exactly one of 'design' or 'pipeline'")
+        return self
+
+    def to_pipeline(self) -> Pipeline:
+        """The pipeline form (compiling the design form if needed)."""
+        if self.pipeline is not None:
+            return self.pipeline
+        from optim_core.designs import design_to_pipeline
+
+        assert self.design is not None
+        return design_to_pipeline(self.design)
+
+    def canonical(self) -> dict[str, Any]:
+        """Normalised JSON-able dict of this recipe (defaults filled, ``name`` dropped)."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"name"}, exclude_none=False)
+        return {k: v for k, v in data.items() if v is not None}
+
+    def hash(self) -> str:
+        """Stable id (32 hex chars) of the behaviour: compiled pipeline + lr + weight decay."""
+        body = {
+            "schema": 1,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "pipeline": self.to_pipeline().model_dump(mode="json"),
+        }
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def to_json(self) -> str:
+        """JSON text (design or pipeline form as written, name included)."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    def to_yaml(self) -> str:
+        """YAML text (needs pyyaml)."""
+        import yaml
+
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return str(yaml.safe_dump(data, sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Recipe:
+        """Parse and validate YAML text (needs pyyaml)."""
+        import yaml
+
+        return cls.model_validate(yaml.safe_load(text))
+
+    def with_lr(self, lr: float) -> Recipe:
+        """A copy with another base lr."""
+        return self.model_copy(update={"lr": float(lr)})
+
+
+LowRankSpec.model_rebuild()
+Route.model_rebuild()

@@ -1,0 +1,177 @@
+"""Run rows of study trials: recipe rows, new runs (reusing stored results), stale leases.
+
+Used by the central asker (search/scheduler.py). A trial is evaluated by one run per seed; a run
+whose recipe + workload + steps + seed + lr already succeeded is not trained again: it is inserted
+as a ``succeeded`` copy with ``reused_from_id`` pointing at the original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.models import Recipe, Run, RunStatus, SearchTrial
+from search.spec import StudySpec
+
+#: Result columns copied from a stored run when an identical run is reused.
+RESULT_COLUMNS = (
+    "final_val_loss",
+    "steps_to_target",
+    "target_loss",
+    "stopped_step",
+    "tokens_per_s",
+    "wall_s",
+    "state_bytes",
+    "n_params",
+    "state_bytes_per_param",
+    "peak_mem_bytes",
+    "env",
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(ts: datetime | None) -> datetime | None:
+    """``ts`` as an aware UTC datetime (SQLite returns naive ones)."""
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def rowcount(result: Any) -> int:
+    """Rows matched by an UPDATE (a CursorResult)."""
+    return int(result.rowcount)
+
+
+# --------------------------------------------------------------------------------------------
+# recipes
+# --------------------------------------------------------------------------------------------
+
+
+def recipe_identity(design: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(hash, canonical) of a recipe dict: optim_core's when available, else sha256 of JSON."""
+    try:
+        import optim_core
+
+        recipe_cls = optim_core.Recipe
+    except (ImportError, AttributeError):  # optim_core not installed: same canonical JSON idea
+        canonical = json.loads(json.dumps(design, sort_keys=True))
+        digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+        return digest[:32], canonical
+    recipe = recipe_cls.model_validate(design)
+    return recipe.hash(), recipe.canonical()
+
+
+def upsert_recipe(session: Session, design: dict[str, Any]) -> Recipe:
+    """The recipe row for ``design`` (equal recipes share one row)."""
+    digest, canonical = recipe_identity(design)
+    row = session.scalars(select(Recipe).where(Recipe.hash == digest)).first()
+    if row is None:
+        row = Recipe(hash=digest, canonical=canonical)
+        session.add(row)
+        session.flush()
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------
+
+
+def new_run(
+    session: Session, trial: SearchTrial, recipe_id: int, spec: StudySpec, seed: int, lr: float
+) -> Run:
+    """A queued run, or a succeeded copy of an identical stored result (``reused_from_id``)."""
+    prior = session.scalars(
+        select(Run)
+        .where(
+            Run.recipe_id == recipe_id,
+            Run.workload == spec.workload,
+            Run.steps == spec.steps,
+            Run.seed == seed,
+            Run.lr == lr,
+            Run.status == RunStatus.succeeded,
+        )
+        .order_by(Run.id)
+        .limit(1)
+    ).first()
+    run = Run(
+        trial_id=trial.id,
+        recipe_id=recipe_id,
+        workload=spec.workload,
+        steps=spec.steps,
+        seed=seed,
+        lr=lr,
+        queue=spec.queue,
+        status=RunStatus.queued,
+    )
+    if prior is not None:
+        for col in RESULT_COLUMNS:
+            setattr(run, col, getattr(prior, col))
+        run.status = RunStatus.succeeded
+        run.reused_from_id = prior.reused_from_id or prior.id
+        run.finished_at = now()
+    session.add(run)
+    session.flush()
+    return run
+
+
+def stale(run: Run) -> bool:
+    """A running run whose lease expired more than a lease period ago (its worker is lost).
+
+    The grace period lets the reaper (which acts at expiry) go first and keeps a worker that
+    renewed late from being mistaken for a lost one.
+    """
+    from core.config import get_settings
+
+    expires = aware(run.lease_expires_at)
+    if run.status != RunStatus.running or expires is None:
+        return False
+    return expires + timedelta(seconds=get_settings().lease_seconds) < now()
+
+
+def requeue_stale(session: Session, trials: Iterable[SearchTrial]) -> list[int]:
+    """Runs of lost workers (see :func:`stale`): re-queue them (bounded) or fail them.
+
+    The reaper does the same for every run; doing it here too means a study never depends on
+    the reaper. Both use a guarded UPDATE, so only one of them acts on a run.
+    """
+    from core.config import get_settings
+
+    max_attempts = get_settings().max_attempts
+    out: list[int] = []
+    for trial in trials:
+        for run in [r for r in trial.runs if stale(r)]:
+            moved = rowcount(
+                session.execute(
+                    update(Run)
+                    .where(Run.id == run.id, Run.status == RunStatus.running)
+                    .where(Run.lease_expires_at == run.lease_expires_at)
+                    .values(status=RunStatus.queued, lease_owner=None, lease_expires_at=None)
+                )
+            )
+            if not moved:
+                continue
+            session.refresh(run)
+            if run.attempts >= max_attempts:
+                run.status = RunStatus.failed
+                run.failure_reason = f"lease expired {run.attempts} times (worker lost)"
+                run.finished_at = now()
+            else:
+                out.append(run.id)
+    return out
+
+
+def default_dispatch(run_id: int, queue: str = "cpu") -> None:
+    """Send ``optforge.train_run`` by name through the service's broker."""
+    from core.broker import dispatch_run
+
+    dispatch_run(run_id, queue)

@@ -1,0 +1,122 @@
+"""The embedded ``optforge up``: SQLite + the local broker + one worker, no Redis/Postgres.
+
+Starts the real command as a subprocess, submits an experiment over HTTP, waits for every run to
+succeed, then stops it with Ctrl-C (SIGINT) and checks the worker went with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from integration.fixtures_service import REPO, worker_env
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait(check, timeout_s: float, what: str, log: Path):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not reached in {timeout_s}s:\n{log.read_text()[-8000:]}")
+
+
+def _key(data_dir: Path) -> str:
+    from api.deps import create_api_key
+    from core.db import session_scope
+    from core.migrate import upgrade
+
+    upgrade()
+    with session_scope() as s:
+        return create_api_key(s, "embedded-test")
+
+
+def test_optforge_up_runs_an_experiment_without_servers(data_dir: Path, tmp_path: Path) -> None:
+    key = _key(data_dir)
+    port = _free_port()
+    env = worker_env({"OPTFORGE_REAPER_INTERVAL_S": "2", "OPTFORGE_DATA_DIR": str(data_dir)})
+    for var in ("OPTFORGE_DATABASE_URL", "OPTFORGE_BROKER_URL", "OPTFORGE_OPTUNA_STORAGE_URL"):
+        env.pop(var, None)
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from optforge.cli import main; main()",
+                "up",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    worker_pid: int | None = None
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+
+            def healthy() -> dict | None:  # type: ignore[type-arg]
+                try:
+                    r = http.get("/v1/health")
+                except httpx.TransportError:
+                    return None
+                return r.json() if r.status_code == 200 else None
+
+            health = _wait(healthy, 120, "API health", log)
+            assert health["embedded"] is True and health["backend"] == "sqlite"
+            assert f"API at http://127.0.0.1:{port}" in log.read_text()
+            spec = {"recipes": ["adamw", "sinkgd"], "workload": "synthetic-lm", "steps": 30}
+            r = http.post("/v1/experiments", json=spec, headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 202, r.text
+            exp_id = r.json()["id"]
+
+            def finished() -> dict | None:  # type: ignore[type-arg]
+                body = http.get(f"/v1/experiments/{exp_id}").json()
+                return body if body["status"] == "finished" else None
+
+            body = _wait(finished, 240, "experiment finished", log)
+            assert [run["status"] for run in body["runs"]] == ["succeeded", "succeeded"]
+            metrics = http.get(f"/v1/runs/{body['runs'][0]['id']}/metrics").json()
+            assert metrics["points"] if isinstance(metrics, dict) else metrics
+        found = re.search(r"optforge-(\d+)@", log.read_text())
+        assert found, log.read_text()[-4000:]
+        worker_pid = int(found.group(1))
+        assert _alive(worker_pid)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=60) is not None
+        _wait(lambda: not _alive(worker_pid), 30, "worker stopped", log)
+        assert "optforge up: stopped" in log.read_text()
+    finally:
+        for pid in (proc.pid, worker_pid):
+            if pid and _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        proc.wait(timeout=30)

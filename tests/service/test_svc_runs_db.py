@@ -1,0 +1,278 @@
+"""train_run's database side and the reaper, on SQLite with a fake trainer (no Celery)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+
+@dataclass
+class FakeResult:
+    status: str = "succeeded"
+    final_val_loss: float | None = 2.5
+    stopped_step: int | None = None
+    tokens_per_s: float = 1000.0
+    wall_s: float = 0.1
+    state_bytes: int = 800
+    n_params: int = 100
+    state_bytes_per_param: float = 8.0
+    env: dict[str, Any] = field(default_factory=lambda: {"torch": "x"})
+
+
+@dataclass
+class Point:
+    step: int
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    train_loss: float | None = None
+    val_loss: float | None = None
+    lr: float = 0.01
+
+
+@pytest.fixture
+def db(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from core.config import get_settings
+    from core.migrate import upgrade
+
+    monkeypatch.setenv("OPTFORGE_LEASE_SECONDS", "1")
+    get_settings.cache_clear()
+    upgrade()
+    return data_dir
+
+
+def _new_runs(n: int = 1) -> list[int]:
+    from core.db import session_scope
+    from core.models import Recipe, Run
+
+    with session_scope() as s:
+        recipe = Recipe(hash=f"h{time.monotonic_ns()}", canonical={"lr": 0.01})
+        s.add(recipe)
+        s.flush()
+        runs = [
+            Run(recipe_id=recipe.id, workload="synthetic-lm", steps=20, seed=i, lr=0.01)
+            for i in range(n)
+        ]
+        s.add_all(runs)
+        s.flush()
+        return [r.id for r in runs]
+
+
+def _run(run_id: int):  # type: ignore[no-untyped-def]
+    from core.db import session_scope
+    from core.models import Run
+
+    with session_scope() as s:
+        return s.get_one(Run, run_id)
+
+
+def _curve(run_id: int) -> list[tuple[int, float | None, float | None]]:
+    from core.db import session_scope
+    from core.models import RunMetric
+
+    with session_scope() as s:
+        rows = s.scalars(
+            select(RunMetric).where(RunMetric.run_id == run_id).order_by(RunMetric.step)
+        ).all()
+        return [(m.step, m.train_loss, m.val_loss) for m in rows]
+
+
+def _fake_trainer(monkeypatch: pytest.MonkeyPatch, body) -> None:  # type: ignore[no-untyped-def]
+    import workers.train
+
+    monkeypatch.setattr(workers.train, "run_workload", body)
+
+
+def test_claim_is_atomic_and_counts_attempts(db: Path) -> None:
+    from workers.runs_db import claim_run
+
+    (rid,) = _new_runs()
+    claim = claim_run(rid, "w1")
+    assert claim is not None and claim.attempt == 1 and claim.recipe == {"lr": 0.01}
+    assert claim_run(rid, "w2") is None  # a second delivery finds nothing to claim
+    run = _run(rid)
+    assert run.status == "running" and run.lease_owner == "w1" and run.attempts == 1
+
+
+def test_cancel_requested_before_claim_is_never_trained(db: Path) -> None:
+    from core.db import session_scope
+    from core.models import Run
+    from workers.runs_db import claim_run
+
+    (rid,) = _new_runs()
+    with session_scope() as s:
+        s.execute(update(Run).where(Run.id == rid).values(cancel_requested=True))
+    assert claim_run(rid, "w1") is None
+    assert _run(rid).status == "cancelled"
+
+
+def test_successful_run_writes_merged_curve_and_result(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.tasks import execute_run
+
+    def trainer(workload, recipe, steps, seed, lr, callbacks):  # type: ignore[no-untyped-def]
+        assert (workload, steps, lr, recipe) == ("synthetic-lm", 20, 0.01, {"lr": 0.01})
+        for step in (10, 20):
+            callbacks.on_step(Point(step, train_loss=3.0 - step / 20))
+        assert callbacks.on_eval(Point(20, val_loss=2.5)) == "continue"
+        callbacks.on_step(Point(10, train_loss=9.0))  # a repeated step overwrites, not duplicates
+        return FakeResult()
+
+    _fake_trainer(monkeypatch, trainer)
+    (rid,) = _new_runs()
+    assert execute_run(rid, owner="w1") == "succeeded"
+    assert execute_run(rid, owner="w2") == "skipped"
+    assert _curve(rid) == [(10, 9.0, None), (20, 2.0, 2.5)]
+    run = _run(rid)
+    assert run.status == "succeeded" and run.final_val_loss == 2.5 and run.attempts == 1
+    assert run.lease_owner is None and run.finished_at is not None
+    assert run.env["worker"] == "w1" and run.env["torch"] == "x"
+
+
+def test_trainer_exception_fails_run_with_reason(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.tasks import execute_run
+
+    def trainer(*args, callbacks, **kw):  # type: ignore[no-untyped-def]
+        callbacks.on_step(Point(10, train_loss=1.0))
+        raise RuntimeError("boom at step 11")
+
+    _fake_trainer(monkeypatch, trainer)
+    (rid,) = _new_runs()
+    assert execute_run(rid) == "failed"
+    run = _run(rid)
+    assert run.status == "failed" and "RuntimeError: boom at step 11" in run.failure_reason
+    assert _curve(rid) == [(10, 1.0, None)]
+
+
+def test_cooperative_cancel(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.db import session_scope
+    from core.models import Run
+    from workers.tasks import execute_run
+
+    (rid,) = _new_runs()
+
+    def trainer(*args, callbacks, **kw):  # type: ignore[no-untyped-def]
+        with session_scope() as s:  # what POST /v1/runs/{id}/cancel does
+            s.execute(update(Run).where(Run.id == rid).values(cancel_requested=True))
+        deadline = time.monotonic() + 10
+        while not callbacks.should_cancel():
+            assert time.monotonic() < deadline, "cancel flag never seen"
+            time.sleep(0.05)
+        return FakeResult(status="cancelled", stopped_step=7, final_val_loss=None)
+
+    _fake_trainer(monkeypatch, trainer)
+    assert execute_run(rid) == "cancelled"
+    run = _run(rid)
+    assert run.status == "cancelled" and run.stopped_step == 7
+
+
+def test_attempt_that_lost_its_lease_writes_nothing(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.db import session_scope
+    from core.models import Run
+    from workers.tasks import execute_run
+
+    (rid,) = _new_runs()
+
+    def trainer(*args, callbacks, **kw):  # type: ignore[no-untyped-def]
+        with session_scope() as s:  # the reaper took the run back meanwhile
+            s.execute(update(Run).where(Run.id == rid).values(status="queued", lease_owner=None))
+        deadline = time.monotonic() + 10
+        while not callbacks.should_cancel():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        callbacks.on_step(Point(10, train_loss=1.0))
+        return FakeResult(status="cancelled")
+
+    _fake_trainer(monkeypatch, trainer)
+    assert execute_run(rid) == "lost"
+    run = _run(rid)
+    assert run.status == "queued" and run.final_val_loss is None and _curve(rid) == []
+
+
+def test_reaper_requeues_then_fails_expired_runs(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.config import get_settings
+    from core.db import session_scope
+    from core.models import Run
+    from workers.reaper import reap_once
+    from workers.runs_db import claim_run
+
+    monkeypatch.setenv("OPTFORGE_MAX_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    a, b = _new_runs(2)
+    sent: list[tuple[int, str]] = []
+    dispatch = lambda rid, q: sent.append((rid, q))  # noqa: E731
+    for attempt in (1, 2):
+        assert claim_run(a, f"dead-{attempt}") is not None
+        later = datetime.now(UTC) + timedelta(seconds=5)  # lease of 1 s has expired by then
+        counts = reap_once(now=later, dispatch=dispatch, tick=lambda sid: None)
+        assert counts["requeued"] == (1 if attempt == 1 else 0)
+    run = _run(a)
+    assert run.status == "failed" and run.attempts == 2
+    assert "expired" in run.failure_reason and "dead-2" in run.failure_reason
+    assert (a, "cpu") in sent
+    # b is queued and was never claimed: re-sent once its last dispatch is old enough
+    with session_scope() as s:
+        s.execute(update(Run).where(Run.id == b).values(dispatched_at=datetime.now(UTC)))
+    assert reap_once(dispatch=dispatch, tick=lambda sid: None)["redispatched"] == 0
+    old = datetime.now(UTC) + timedelta(seconds=get_settings().redispatch_after_s + 1)
+    assert reap_once(now=old, dispatch=dispatch, tick=lambda sid: None)["redispatched"] == 1
+    assert reap_once(now=old, dispatch=dispatch, tick=lambda sid: None)["redispatched"] == 0
+    assert sent.count((b, "cpu")) == 1
+
+
+def test_concurrent_claims_give_one_winner(db: Path) -> None:
+    from workers.runs_db import claim_run
+
+    (rid,) = _new_runs()
+    wins: list[object] = []
+    threads = [
+        threading.Thread(target=lambda i=i: wins.append(claim_run(rid, f"w{i}"))) for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(w is not None for w in wins) == 1
+
+
+def test_upsert_metrics_never_duplicates(db: Path) -> None:
+    from core.db import session_scope
+    from core.models import RunMetric
+    from workers.runs_db import upsert_metrics
+
+    (rid,) = _new_runs()
+    with session_scope() as s:
+        upsert_metrics(s, rid, [{"step": 5, "train_loss": 1.0}, {"step": 6, "train_loss": 0.9}])
+        upsert_metrics(s, rid, [{"step": 5, "val_loss": 1.1}])
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(RunMetric)) == 2
+    assert _curve(rid) == [(5, 1.0, 1.1), (6, 0.9, None)]
+
+
+def test_reaper_cancels_an_expired_run_whose_cancel_was_requested(db: Path) -> None:
+    from core.db import session_scope
+    from core.models import Run
+    from workers.reaper import reap_once
+    from workers.runs_db import claim_run
+
+    (rid,) = _new_runs()
+    assert claim_run(rid, "dead") is not None
+    with session_scope() as s:
+        s.execute(update(Run).where(Run.id == rid).values(cancel_requested=True))
+    sent: list[int] = []
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    reap_once(now=later, dispatch=lambda r, q: sent.append(r), tick=lambda sid: None)
+    assert _run(rid).status == "cancelled" and sent == []

@@ -1,0 +1,235 @@
+"""The web pages in headless Chromium (Debian's package) against a live uvicorn + SQLite.
+
+Checks what a person sees: leaderboard rows and a chart with one point per recipe, clicks that
+navigate, the study's Pareto front, curves on run/compare pages, and no console errors.
+Screenshots go to artifacts/screenshots/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web_seed import Seeded, create_schema, seed_board, seed_study
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "artifacts" / "screenshots"
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path:
+        return path
+    reason = "headless Chromium (Debian package `chromium`) is not installed"
+    if os.environ.get("OPTFORGE_REQUIRE_SERVICES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_up(proc: subprocess.Popen[bytes], url: str, timeout_s: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/static/optforge.css", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not up after {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Seeded]]:
+    """A live ``uvicorn --factory api.main:create_app`` on a seeded SQLite file (auth off)."""
+    from sqlalchemy.orm import Session
+
+    from core.db import make_engine
+
+    chromium = _chromium()
+    assert chromium
+    tmp = tmp_path_factory.mktemp("web-live")
+    db_url = f"sqlite:///{tmp / 'web.db'}"
+    engine = make_engine(db_url)
+    create_schema(engine)
+    with Session(engine) as session:
+        seeded = seed_board(session)
+        seed_study(session, seeded, status="running")
+        session.commit()
+    engine.dispose()
+    env = {**os.environ, "OPTFORGE_DATA_DIR": str(tmp), "OPTFORGE_DATABASE_URL": db_url,
+           "OPTFORGE_AUTH_MODE": "off"}  # fmt: skip
+    port = _free_port()
+    log = (tmp / "uvicorn.log").open("wb")
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(proc, url)
+        yield url, seeded
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(site: tuple[str, Seeded]) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Console:
+    """Console errors and uncaught exceptions of one page."""
+
+    def __init__(self, page: Any) -> None:
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", self._uncaught)
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.errors.append(msg.text)
+
+    def _uncaught(self, exc: Any) -> None:
+        self.errors.append(f"uncaught: {exc}")
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[tuple[Any, Console]]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    console = Console(pg)
+    try:
+        yield pg, console
+    finally:
+        ctx.close()
+
+
+def shot(pg: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def chart_points(pg: Any, chart_id: str, dataset: int) -> int:
+    """Points Chart.js actually laid out for one dataset of one chart."""
+    js = f"window.optforgeCharts[{chart_id!r}].getDatasetMeta({dataset}).data.length"
+    return int(pg.evaluate(js))
+
+
+def test_leaderboard_rows_plot_and_row_click(site: tuple[str, Seeded], page: Any) -> None:
+    url, seeded = site
+    pg, console = page
+    pg.goto(f"{url}/")
+    pg.wait_for_selector('canvas#pareto-plot[data-rendered="1"]')
+    rows = pg.locator("#leaderboard tbody tr")
+    assert rows.count() == len(seeded.recipe_hashes) == 5
+    assert "adamw" in rows.nth(0).inner_text()
+    assert chart_points(pg, "pareto-plot", 0) == 5  # one point per recipe
+    assert chart_points(pg, "pareto-plot", 1) == 3  # the front line through 3 recipes
+    box = pg.locator("canvas#pareto-plot").bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 200
+    shot(pg, "leaderboard")
+    rows.nth(0).locator("td").first.click()  # the rank cell: the row itself navigates
+    pg.wait_for_url(f"{url}/recipes/{seeded.recipe_hashes[0]}")
+    assert "Recipe adamw" in pg.locator("h1").inner_text()
+    assert "optim_core.build" in pg.locator("#snippet").inner_text()
+    shot(pg, "recipe")
+    assert console.errors == []
+
+
+def test_plot_point_click_opens_its_recipe(site: tuple[str, Seeded], page: Any) -> None:
+    url, seeded = site
+    pg, console = page
+    pg.goto(f"{url}/")
+    pg.wait_for_selector('canvas#pareto-plot[data-rendered="1"]')
+    target = pg.evaluate(
+        """() => { const c = window.optforgeCharts['pareto-plot'];
+                   const i = c.data.datasets[0].data.findIndex(p => p.label === 'sinkgd');
+                   const el = c.getDatasetMeta(0).data[i];
+                   return {x: el.x, y: el.y, hash: c.data.datasets[0].data[i].hash}; }"""
+    )
+    box = pg.locator("canvas#pareto-plot").bounding_box()
+    pg.mouse.click(box["x"] + target["x"], box["y"] + target["y"])
+    pg.wait_for_url(f"{url}/recipes/{target['hash']}")
+    assert target["hash"] == seeded.recipe_hashes[1]
+    assert console.errors == []
+
+
+def test_study_page_shows_pareto_front(site: tuple[str, Seeded], page: Any) -> None:
+    url, seeded = site
+    pg, console = page
+    pg.goto(f"{url}/studies/{seeded.study_id}")
+    pg.wait_for_selector('canvas#study-pareto[data-rendered="1"]')
+    pg.wait_for_selector('canvas#study-history[data-rendered="1"]')
+    assert chart_points(pg, "study-pareto", 0) == 3  # complete trials
+    assert chart_points(pg, "study-pareto", 1) == len(seeded.front_trial_numbers)
+    assert pg.locator("#pareto-front li").count() == 2
+    assert pg.locator("#trials tbody tr").count() == 5
+    assert pg.locator('meta[http-equiv="refresh"]').count() == 1  # running: auto-refresh
+    shot(pg, "study")
+    assert console.errors == []
+
+
+def test_run_and_compare_curves(site: tuple[str, Seeded], page: Any) -> None:
+    url, seeded = site
+    pg, console = page
+    pg.goto(f"{url}/runs/{seeded.run_ids[0]}")
+    pg.wait_for_selector('canvas#curve-step[data-rendered="1"]')
+    pg.wait_for_selector('canvas#curve-time[data-rendered="1"]')
+    assert chart_points(pg, "curve-step", 0) == 8 and chart_points(pg, "curve-step", 1) == 4
+    shot(pg, "run")
+    pg.goto(f"{url}/runs/{seeded.failed_run_id}")
+    assert "CUDA out of memory" in pg.locator("#failure-reason").inner_text()
+    a, b = seeded.run_ids[0], seeded.run_ids[2]
+    pg.goto(f"{url}/compare?runs={a},{b}")
+    pg.wait_for_selector('canvas#compare-step[data-rendered="1"]')
+    n = pg.evaluate("window.optforgeCharts['compare-step'].data.datasets.length")
+    assert n == 4  # train + val of two runs
+    shot(pg, "compare")
+    assert console.errors == []
+
+
+def test_not_found_and_empty_pages(site: tuple[str, Seeded], page: Any) -> None:
+    url, _ = site
+    pg, console = page
+    resp = pg.goto(f"{url}/runs/424242")
+    assert resp is not None and resp.status == 404
+    assert "404" in pg.locator("h1").inner_text()
+    shot(pg, "not-found")
+    # The only console line allowed is the browser's own note on the 404 document itself.
+    assert all("404" in e for e in console.errors)
+    console.errors.clear()
+    pg.goto(f"{url}/compare")
+    assert "Enter run ids" in pg.locator(".empty").inner_text()
+    assert console.errors == []
