@@ -177,6 +177,7 @@ def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
         reset_on_refresh=spec.reset_on_refresh,
         complement_scale=spec.complement_scale,
         projector_codec=projector,
+        adaptive_refresh=spec.adaptive_refresh,
     )
 
 

@@ -182,8 +182,14 @@ class LowRank:
             restart the inner step counter (bias correction restarts).
         projector_codec: how ``P`` is stored; ``None`` = param dtype (GaLore), or e.g.
             ``MinMaxCodec(4, 256)`` (Q-GaLore INT4 projector).
+        adaptive_refresh: Q-GaLore's lazy, layer-adaptive subspace update: at each refresh
+            the signed cosine between the first projector vector of the new and previous P
+            enters a FIFO of ``adapt_queue``; once full, a mean >= ``adapt_threshold``
+            doubles this parameter's refresh interval (the FIFO is kept).
     State: ``P`` (projector, or its codec parts ``P.q``...), ``seed`` (int64, gaussian only),
-    ``prev_norm`` (fp32 scalar, limiter only), and each inner stage's slots under ``"{j}.{name}.…"``.
+    ``prev_norm`` (fp32 scalar, limiter only), ``interval`` / ``cos`` / ``cos_n`` (CPU int64,
+    fp32 FIFO, int64; adaptive refresh only) and each inner stage's slots under
+    ``"{j}.{name}.…"``.
     """
 
     inner: list[Stage]
@@ -199,6 +205,9 @@ class LowRank:
     complement_scale: float = 1.0
     projector_codec: StateCodec | None = None
     seed: int = 0
+    adaptive_refresh: bool = False
+    adapt_threshold: float = 0.4
+    adapt_queue: int = 5
     name: str = field(default="lowrank")
 
     def __post_init__(self) -> None:
@@ -206,6 +215,8 @@ class LowRank:
             raise ValueError(f"projection.refresh: must be >= 1, got {self.refresh}")
         if self.output != "project_back" and self.complement != "drop":
             raise ValueError("projection.complement: 'sign' needs output 'project_back'")
+        if self.adaptive_refresh and self.reset_on_refresh:
+            raise ValueError("adaptive_refresh: cannot be combined with reset_on_refresh")
 
     # -- init / accounting ---------------------------------------------------------------------
 
@@ -228,6 +239,10 @@ class LowRank:
             state["seed"] = torch.tensor(seed, dtype=torch.int64, device="cpu")
         if self.limiter:
             state["prev_norm"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        if self.adaptive_refresh:
+            state["interval"] = torch.tensor(self.refresh, dtype=torch.int64)
+            state["cos"] = torch.zeros(self.adapt_queue, dtype=torch.float32)
+            state["cos_n"] = torch.zeros((), dtype=torch.int64)
         proxy = torch.zeros(low_rank_shape(shape, r), dtype=p.dtype, device=p.device)
         for j, stage in enumerate(self.inner):
             for key, t in stage.init(proxy).items():
@@ -243,6 +258,7 @@ class LowRank:
             total = self.projector_codec.state_bytes(p_shape)
         total += 8 if self.basis == "gaussian" else 0
         total += 4 if self.limiter else 0
+        total += 16 + 4 * self.adapt_queue if self.adaptive_refresh else 0
         low = low_rank_shape(tuple(shape), r)
         return total + sum(stage.state_bytes(low, dtype) for stage in self.inner)
 
@@ -253,8 +269,13 @@ class LowRank:
         g = u.reshape(as_matrix_shape(shape))
         side = projection_side(shape)
         k = step - 1
-        if k % self.refresh == 0:
+        interval = int(state["interval"].item()) if self.adaptive_refresh else self.refresh
+        if k % interval == 0:
+            adapt = self.adaptive_refresh and k > 0
+            previous = self._read_projector(state, shape).clone() if adapt else None
             proj = self._refresh(g, state, p, side, shape)
+            if self.adaptive_refresh and previous is not None:
+                self._adapt_interval(state, previous, proj, side)
             if self.reset_on_refresh and k > 0:
                 self._reset_inner(state, p, shape)
         else:
@@ -302,6 +323,19 @@ class LowRank:
         for key, t in slot_init("P", proj, self.projector_codec).items():
             state[key] = t
         return self._read_projector(state, shape)
+
+    def _adapt_interval(
+        self, state: dict[str, Tensor], previous: Tensor, proj: Tensor, side: Side
+    ) -> None:
+        """Q-GaLore: push cos(first vector of old P, of new P); double T if the full FIFO's
+        mean reaches the threshold."""
+        a, b = (previous[0], proj[0]) if side == "right" else (previous[:, 0], proj[:, 0])
+        cos = torch.dot(a, b) / (torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b))
+        n = int(state["cos_n"].item())
+        state["cos"][n % self.adapt_queue] = cos.to(state["cos"].device)
+        state["cos_n"].fill_(n + 1)
+        if n + 1 >= self.adapt_queue and state["cos"].mean().item() >= self.adapt_threshold:
+            state["interval"].mul_(2)
 
     def _read_projector(self, state: dict[str, Tensor], shape: tuple[int, ...]) -> Tensor:
         p_shape = projector_shape(shape, resolve_rank(self.rank, shape))

@@ -165,11 +165,13 @@ def q_galore(
     beta1: float = 0.9,
     beta2: float = 0.95,
     eps: float = 1e-8,
+    adaptive_refresh: bool = True,
 ) -> Recipe:
     """Q-GaLore (Zhang et al., 2024), optimizer side: GaLore with an INT4 projector (min-max,
-    group 256) and 8-bit block-wise Adam (torch ε, β2 0.95) everywhere, decay after the step.
-    Not included: INT8 weights with stochastic rounding (a model-side hook) and the lazy
-    cosine-similarity refresh schedule (fixed T here). §10."""
+    group 256), the lazy layer-adaptive refresh (T doubles per matrix once the mean cosine of
+    the last 5 successive first projector vectors is >= 0.4) and 8-bit block-wise Adam (torch ε,
+    β2 0.95) everywhere, decay after the step. Not included: INT8 weights with stochastic
+    rounding (a model-side hook, not an optimizer stage). §10."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps, style="torch", state_bits=8, block=256)
     lowrank = LowRankSpec(
         rank=rank,
@@ -178,6 +180,7 @@ def q_galore(
         scale=scale,
         projector_bits=4,
         projector_group=256,
+        adaptive_refresh=adaptive_refresh,
     )
     return _lowrank_recipe("q_galore", lr, weight_decay, lowrank, adam, "decoupled_after")
 

@@ -162,5 +162,7 @@ class RecipeOptimizer(torch.optim.Optimizer):
         for pid, values in state_dict["state"].items():
             p = id_map[pid]
             for key, v in values.items():
-                if isinstance(v, Tensor) and key != "step":
+                if isinstance(v, Tensor) and key == "step":  # own counter, never shared
+                    self.state[p][key] = v.clone()
+                elif isinstance(v, Tensor):
                     self.state[p][key] = v.to(device=p.device, copy=True)

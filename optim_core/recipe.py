@@ -183,6 +183,7 @@ class LowRankSpec(_Strict):
     reset_on_refresh: bool = False
     projector_bits: Literal[8, 4] | None = None  # None: P in the param dtype
     projector_group: int = Field(256, gt=0)
+    adaptive_refresh: bool = False  # Q-GaLore lazy layer-adaptive refresh (cos 0.4, queue 5)
 
     @field_validator("rank")
     @classmethod

@@ -106,6 +106,8 @@ def decide(
     """Whole decision for one evaluation of one run (pure; see the module docstring)."""
     if not math.isfinite(val_loss):
         return True
+    if step >= steps:  # the final evaluation: the run is done, its result costs nothing more
+        return False
     rung = current_rung(step, rungs_for(steps, eta, eval_every=eval_every))
     if rung is None:
         return False

@@ -258,3 +258,37 @@ def test_zero_gradient_gives_finite_zero_update() -> None:
         for t in (1, 2):
             out = stage.update(torch.zeros(24, 16), state, p, t)
             assert torch.isfinite(out).all() and out.abs().max().item() == 0.0
+
+
+def test_adaptive_refresh_doubles_interval_for_a_stable_subspace() -> None:
+    """Q-GaLore: the same gradient every step -> cos = 1 at every refresh; once the FIFO of 5
+    is full, T doubles at each later refresh (1 -> 2 -> 4 -> 8)."""
+    shape = (24, 16)
+    g = torch.randn(shape)
+    stage = LowRank([Adam()], 4, refresh=1, adaptive_refresh=True)
+    p = torch.zeros(shape)
+    state = stage.init(p)
+    intervals = []
+    for t in range(1, 17):
+        stage.update(g, state, p, t)
+        intervals.append(int(state["interval"]))
+    # refreshes at k = 0..5 (T = 1): pushes at k = 1..5, full at k = 5 -> T = 2;
+    # k = 6 -> T = 4; k = 8 -> T = 8; k = 16 is the next one
+    assert intervals[:5] == [1, 1, 1, 1, 1]
+    assert intervals[5] == 2 and intervals[6] == 4 and intervals[8] == 8
+    assert intervals[-1] == 8
+    assert torch.allclose(state["cos"], torch.ones(5), atol=1e-5)
+    assert stage.state_bytes(shape, torch.float32) == _bytes(state)
+
+
+def test_adaptive_refresh_keeps_interval_for_changing_subspaces() -> None:
+    shape = (24, 16)
+    stage = LowRank([Adam()], 4, refresh=1, adaptive_refresh=True)
+    p = torch.zeros(shape)
+    state = stage.init(p)
+    for t, g in enumerate(_grads(shape, 12, seed=9), start=1):
+        stage.update(g, state, p, t)
+    assert int(state["interval"]) == 1 and int(state["cos_n"]) == 11
+    assert state["cos"].abs().mean().item() < 0.4
+    with pytest.raises(ValueError, match="adaptive_refresh"):
+        LowRank([Adam()], 4, adaptive_refresh=True, reset_on_refresh=True)

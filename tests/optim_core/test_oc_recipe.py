@@ -215,3 +215,30 @@ def test_every_preset_describes_each_route(name: str) -> None:
     text = optim_core.describe(recipe)
     assert text.startswith(f"{name}: lr ")
     assert len(text.splitlines()) == 1 + len(recipe.to_pipeline().routes)
+
+
+@pytest.mark.parametrize("name", ["adamw", "galore", "adamw_8bit"])
+def test_loading_a_live_state_dict_does_not_share_step_counters(name: str) -> None:
+    """Two optimizers continued from one live state_dict stay identical (no shared tensors)."""
+    recipe = presets.get(name, lr=1e-2)
+    a, b = _params(), _params()
+    opt_a = optim_core.build(recipe, a)
+    for step in range(3):
+        torch.manual_seed(step)
+        for p in a.values():
+            p.grad = torch.randn_like(p)
+        opt_a.step()
+    with torch.no_grad():
+        for n in SHAPES:
+            b[n].copy_(a[n])
+    opt_b = optim_core.build(recipe, b)
+    opt_b.load_state_dict(opt_a.state_dict())  # live, not deep-copied
+    for step in range(3, 6):
+        torch.manual_seed(step)
+        grads = {n: torch.randn(s) for n, s in SHAPES.items()}
+        for n in SHAPES:
+            a[n].grad, b[n].grad = grads[n].clone(), grads[n].clone()
+        opt_a.step()
+        opt_b.step()
+    for n in SHAPES:
+        torch.testing.assert_close(a[n], b[n], rtol=0, atol=0)

@@ -78,3 +78,10 @@ def test_rungs_move_to_evaluation_steps() -> None:
     curve = _curve(8.0, steps=120, every=50)
     peers = [PeerRun(_curve(1.0, 120, 50)), PeerRun(_curve(1.1, 120, 50))]
     assert decide(50, value_at(curve, 50) or 0, curve, None, peers, steps=120, eval_every=50)
+
+
+def test_decide_never_prunes_a_run_at_its_final_evaluation() -> None:
+    peers = [PeerRun(_curve(1.0)), PeerRun(_curve(1.1))]
+    bad = _curve(8.0)
+    assert decide(20, value_at(bad, 20) or 0, bad, None, peers, steps=30)  # mid-run: pruned
+    assert not decide(30, value_at(bad, 30) or 0, bad, None, peers, steps=30)  # finished: kept
