@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("optforge.api")
@@ -92,6 +93,20 @@ async def _http_handler(_req: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _route_handler(req: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown path, wrong method): the web 404 page for a browser
+    asking for a page, the JSON error body everywhere else (``/v1``, API clients)."""
+    assert isinstance(exc, StarletteHTTPException)
+    wants_page = "text/html" in req.headers.get("accept", "")
+    if exc.status_code == 404 and wants_page and not req.url.path.startswith("/v1"):
+        from api.web.render import not_found
+
+        return not_found(req, f"there is no page at {req.url.path}")
+    return JSONResponse(
+        error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
 async def _integrity_handler(_req: Request, exc: Exception) -> JSONResponse:
     log.info("integrity error from client input: %s", exc)
     return JSONResponse(
@@ -111,6 +126,7 @@ async def _data_handler(_req: Request, exc: Exception) -> JSONResponse:
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(HTTPException, _http_handler)
+    app.add_exception_handler(StarletteHTTPException, _route_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(DataError, _data_handler)
 

@@ -8,7 +8,6 @@ message for a row it cannot see. No torch at module level (recipes resolve lazil
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,8 +16,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.config import Settings, get_settings
-from core.models import Experiment, Recipe, Run, RunStatus
+from core.models import Experiment, Run, RunStatus
 from search.recipes import RecipeError, UnknownNameError, resolve_recipe
+from search.reuse import reuse_if_stored, upsert_recipe_row
 
 __all__ = [
     "ExperimentCreate",
@@ -228,7 +228,7 @@ def create_experiment(
         if earlier is None:
             raise
         return earlier, []
-    recipe_ids = [_upsert_recipe(session, n, c, h).id for n, c, h in plan.recipes]
+    recipe_ids = [upsert_recipe_row(session, n, c, h).id for n, c, h in plan.recipes]
     to_dispatch: list[int] = []
     for planned in plan.runs:
         run = Run(
@@ -241,9 +241,7 @@ def create_experiment(
             queue=plan.queue,
             status=RunStatus.queued,
         )
-        prior = _succeeded_twin(session, run)
-        if prior is not None:
-            _copy_result(prior, run)
+        reuse_if_stored(session, run)
         session.add(run)
         session.flush()
         if run.status == RunStatus.queued:
@@ -259,60 +257,3 @@ def _by_key(session: Session, key: str, body: dict[str, Any]) -> Experiment | No
             f"(experiment {earlier.id})"
         )
     return earlier
-
-
-def _upsert_recipe(
-    session: Session, name: str | None, canonical: dict[str, Any], digest: str
-) -> Recipe:
-    row = session.scalars(select(Recipe).where(Recipe.hash == digest)).first()
-    if row is not None:
-        if row.name is None and name:
-            row.name = name
-        return row
-    try:
-        with session.begin_nested():
-            row = Recipe(hash=digest, name=name, canonical=canonical)
-            session.add(row)
-            session.flush()
-        return row
-    except IntegrityError:  # inserted concurrently
-        return session.scalars(select(Recipe).where(Recipe.hash == digest)).one()
-
-
-_RESULT_COLUMNS = (
-    "final_val_loss",
-    "steps_to_target",
-    "target_loss",
-    "stopped_step",
-    "tokens_per_s",
-    "wall_s",
-    "state_bytes",
-    "n_params",
-    "state_bytes_per_param",
-    "peak_mem_bytes",
-    "env",
-)
-
-
-def _succeeded_twin(session: Session, run: Run) -> Run | None:
-    return session.scalars(
-        select(Run)
-        .where(
-            Run.recipe_id == run.recipe_id,
-            Run.workload == run.workload,
-            Run.steps == run.steps,
-            Run.seed == run.seed,
-            Run.lr == run.lr,
-            Run.status == RunStatus.succeeded,
-        )
-        .order_by(Run.id)
-        .limit(1)
-    ).first()
-
-
-def _copy_result(prior: Run, run: Run) -> None:
-    for col in _RESULT_COLUMNS:
-        setattr(run, col, getattr(prior, col))
-    run.status = RunStatus.succeeded
-    run.reused_from_id = prior.reused_from_id or prior.id
-    run.finished_at = datetime.now(UTC)

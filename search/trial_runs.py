@@ -13,26 +13,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from core.models import Recipe, Run, RunStatus, SearchTrial
+from search.reuse import reuse_if_stored, upsert_recipe_row
 from search.spec import StudySpec
-
-#: Result columns copied from a stored run when an identical run is reused.
-RESULT_COLUMNS = (
-    "final_val_loss",
-    "steps_to_target",
-    "target_loss",
-    "stopped_step",
-    "tokens_per_s",
-    "wall_s",
-    "state_bytes",
-    "n_params",
-    "state_bytes_per_param",
-    "peak_mem_bytes",
-    "env",
-)
 
 
 def now() -> datetime:
@@ -73,12 +59,7 @@ def recipe_identity(design: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def upsert_recipe(session: Session, design: dict[str, Any]) -> Recipe:
     """The recipe row for ``design`` (equal recipes share one row)."""
     digest, canonical = recipe_identity(design)
-    row = session.scalars(select(Recipe).where(Recipe.hash == digest)).first()
-    if row is None:
-        row = Recipe(hash=digest, canonical=canonical)
-        session.add(row)
-        session.flush()
-    return row
+    return upsert_recipe_row(session, None, canonical, digest)
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,19 +71,6 @@ def new_run(
     session: Session, trial: SearchTrial, recipe_id: int, spec: StudySpec, seed: int, lr: float
 ) -> Run:
     """A queued run, or a succeeded copy of an identical stored result (``reused_from_id``)."""
-    prior = session.scalars(
-        select(Run)
-        .where(
-            Run.recipe_id == recipe_id,
-            Run.workload == spec.workload,
-            Run.steps == spec.steps,
-            Run.seed == seed,
-            Run.lr == lr,
-            Run.status == RunStatus.succeeded,
-        )
-        .order_by(Run.id)
-        .limit(1)
-    ).first()
     run = Run(
         trial_id=trial.id,
         recipe_id=recipe_id,
@@ -113,12 +81,7 @@ def new_run(
         queue=spec.queue,
         status=RunStatus.queued,
     )
-    if prior is not None:
-        for col in RESULT_COLUMNS:
-            setattr(run, col, getattr(prior, col))
-        run.status = RunStatus.succeeded
-        run.reused_from_id = prior.reused_from_id or prior.id
-        run.finished_at = now()
+    reuse_if_stored(session, run)
     session.add(run)
     session.flush()
     return run

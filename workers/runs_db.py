@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from core.config import get_settings
 from core.db import session_scope
 from core.models import Recipe, Run, RunMetric, RunStatus, SearchTrial
+from search.reuse import METRIC_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -272,19 +273,6 @@ class CurveWriter:
 # final result
 # ------------------------------------------------------------------------------------------
 
-RESULT_FIELDS = (
-    "final_val_loss",
-    "steps_to_target",
-    "target_loss",
-    "stopped_step",
-    "tokens_per_s",
-    "wall_s",
-    "state_bytes",
-    "n_params",
-    "state_bytes_per_param",
-    "peak_mem_bytes",
-)
-
 
 def result_values(result: Any, claim: Claim) -> dict[str, Any]:
     """Run columns from a trainer TrainResult (status, final metrics, environment)."""
@@ -292,7 +280,7 @@ def result_values(result: Any, claim: Claim) -> dict[str, Any]:
     if status not in RESULT_STATUSES:
         raise ValueError(f"trainer returned unknown status {status!r}")
     values: dict[str, Any] = {"status": status}
-    for field in RESULT_FIELDS:
+    for field in METRIC_COLUMNS:
         value = getattr(result, field, None)
         if value is not None:
             values[field] = value

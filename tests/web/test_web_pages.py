@@ -74,6 +74,15 @@ def test_unknown_ids_are_404_pages(client: TestClient, path: str) -> None:
     assert "text/html" in r.headers["content-type"] and "404 · not found" in r.text
 
 
+def test_unknown_paths_get_the_page_in_a_browser_and_json_elsewhere(client: TestClient) -> None:
+    page = client.get("/no/such/page", headers={"accept": "text/html,*/*"})
+    assert page.status_code == 404 and "404 · not found" in page.text
+    api = client.get("/v1/no-such-endpoint", headers={"accept": "text/html,*/*"})
+    assert api.status_code == 404 and api.headers["content-type"] == "application/json"
+    plain = client.get("/no/such/page", headers={"accept": "application/json"})
+    assert plain.status_code == 404 and "detail" in plain.json()
+
+
 def test_leaderboard_rows_and_pareto_plot(client: TestClient) -> None:
     seeded = _seed()
     html = client.get("/").text
