@@ -112,11 +112,18 @@ def up(
     mode = "embedded (SQLite + local broker)" if settings.embedded else "configured servers"
     typer.echo(f"optforge up: {mode}; data in {settings.data_dir}")
     typer.echo(f"optforge up: API at {url}  (docs: {url}/docs)")
+    # uvicorn re-raises the signal that stopped it: make SIGTERM (docker stop, systemd) unwind
+    # through `finally` like Ctrl-C does, so the worker is stopped too, never orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.run("api.main:create_app", factory=True, host=host, port=port, log_level="info")
     finally:
         stop_process(worker_proc)
         typer.echo("optforge up: stopped")
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def start_worker_subprocess(concurrency: int = 1) -> subprocess.Popen[bytes]:

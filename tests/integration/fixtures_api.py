@@ -11,17 +11,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from live_uvicorn import live_uvicorn
 
 
 def _reset_caches() -> None:
@@ -84,45 +79,8 @@ def api_key(api_db: Any) -> str:
         return create_api_key(session, f"test-{uuid.uuid4().hex[:8]}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"API at {url} not healthy after {timeout_s}s")
-
-
 @pytest.fixture
 def live_api(api_db: Any, tmp_path: Path) -> Iterator[str]:
     """Base URL of a real uvicorn process serving ``api.main:create_app`` (same env)."""
-    port = _free_port()
-    log = (tmp_path / "uvicorn.log").open("wb")
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(proc, url, 60)
+    with live_uvicorn(dict(os.environ), tmp_path / "uvicorn.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()

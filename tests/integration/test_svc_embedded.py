@@ -56,29 +56,53 @@ def _key(data_dir: Path) -> str:
         return create_api_key(s, "embedded-test")
 
 
-def test_optforge_up_runs_an_experiment_without_servers(data_dir: Path, tmp_path: Path) -> None:
-    key = _key(data_dir)
+def _start_up(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The real ``optforge up`` on a free port with the embedded default (no servers)."""
     port = _free_port()
     env = worker_env({"OPTFORGE_REAPER_INTERVAL_S": "2", "OPTFORGE_DATA_DIR": str(data_dir)})
     for var in ("OPTFORGE_DATABASE_URL", "OPTFORGE_BROKER_URL", "OPTFORGE_OPTUNA_STORAGE_URL"):
         env.pop(var, None)
-    log = tmp_path / "up.log"
+    argv = [sys.executable, "-c", "from optforge.cli import main; main()", "up"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from optforge.cli import main; main()",
-                "up",
-                "--port",
-                str(port),
-            ],
+            [*argv, "--port", str(port)],
             cwd=REPO,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    return proc, port
+
+
+def _worker_pid(log: Path) -> int | None:
+    found = re.search(r"optforge-(\d+)@", log.read_text())
+    return int(found.group(1)) if found else None
+
+
+def test_optforge_up_stops_its_worker_on_sigterm(data_dir: Path, tmp_path: Path) -> None:
+    """``docker stop`` / systemd send SIGTERM: the worker must not be left behind."""
+    log = tmp_path / "up.log"
+    proc, _port = _start_up(data_dir, log)
+    worker_pid = None
+    try:
+        worker_pid = _wait(lambda: _worker_pid(log), 120, "worker ready", log)
+        assert _alive(worker_pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) is not None
+        _wait(lambda: not _alive(worker_pid), 30, "worker stopped", log)
+        assert "optforge up: stopped" in log.read_text()
+    finally:
+        for pid in (proc.pid, worker_pid):
+            if pid and _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def test_optforge_up_runs_an_experiment_without_servers(data_dir: Path, tmp_path: Path) -> None:
+    key = _key(data_dir)
+    log = tmp_path / "up.log"
+    proc, port = _start_up(data_dir, log)
     base = f"http://127.0.0.1:{port}"
     worker_pid: int | None = None
     try:
@@ -107,9 +131,8 @@ def test_optforge_up_runs_an_experiment_without_servers(data_dir: Path, tmp_path
             assert [run["status"] for run in body["runs"]] == ["succeeded", "succeeded"]
             metrics = http.get(f"/v1/runs/{body['runs'][0]['id']}/metrics").json()
             assert metrics["points"] if isinstance(metrics, dict) else metrics
-        found = re.search(r"optforge-(\d+)@", log.read_text())
-        assert found, log.read_text()[-4000:]
-        worker_pid = int(found.group(1))
+        worker_pid = _worker_pid(log)
+        assert worker_pid, log.read_text()[-4000:]
         assert _alive(worker_pid)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=60) is not None

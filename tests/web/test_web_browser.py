@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from live_uvicorn import live_uvicorn
 from web_seed import Seeded, create_schema, seed_board, seed_study
 
 pytestmark = pytest.mark.browser
@@ -34,28 +31,6 @@ def _chromium() -> str:
     if os.environ.get("OPTFORGE_REQUIRE_SERVICES") == "1":
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_up(proc: subprocess.Popen[bytes], url: str, timeout_s: float = 60) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/static/optforge.css", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not up after {timeout_s}s")
 
 
 @pytest.fixture(scope="module")
@@ -78,23 +53,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Seeded
     engine.dispose()
     env = {**os.environ, "OPTFORGE_DATA_DIR": str(tmp), "OPTFORGE_DATABASE_URL": db_url,
            "OPTFORGE_AUTH_MODE": "off"}  # fmt: skip
-    port = _free_port()
-    log = (tmp / "uvicorn.log").open("wb")
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_up(proc, url)
+    with live_uvicorn(env, tmp / "uvicorn.log") as url:
         yield url, seeded
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
