@@ -15,10 +15,8 @@ VERSION_TABLE = "optforge_alembic_version"
 
 
 def _migrations_dir() -> Path:
-    try:
-        import migrations
-    except ImportError:  # an editable install made before migrations/ existed: use the checkout
-        return Path(__file__).resolve().parents[1] / "migrations"
+    import migrations
+
     return Path(migrations.__file__).resolve().parent
 
 

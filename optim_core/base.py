@@ -167,17 +167,15 @@ def codec_for_bits(bits: int, block: int | None = None, signed: bool = True) -> 
     moments); ``block`` the block size (``None``: the codec's default).
 
     Raises:
-        ValueError: unknown bit width, or 8/4 bits while ``optim_core.quantize`` is missing.
+        ValueError: unknown bit width.
     """
     if bits == 32:
         return FP32_CODEC
     if bits == 16:
         return BF16_CODEC
     if bits in (8, 4):
-        try:
-            from optim_core import quantize
-        except ImportError as exc:  # the quantized codecs live in their own module
-            raise ValueError(f"state_bits={bits} needs optim_core.quantize ({exc})") from exc
+        from optim_core import quantize  # imports this module: import when first needed
+
         return quantize.make_codec(bits, signed=signed, block_size=block)
     raise ValueError(f"state_bits: must be one of [32, 16, 8, 4], got {bits!r}")
 

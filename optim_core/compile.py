@@ -140,10 +140,8 @@ def _adam_mini(spec: AdamMiniSpec, ctx: BuildCtx) -> Stage:
 
 
 def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
-    try:
-        from optim_core import lowrank
-    except ImportError as exc:  # pragma: no cover - module ships with the package
-        raise ValueError(f"stage 'lowrank' needs optim_core.lowrank ({exc})") from exc
+    from optim_core import lowrank  # imports this module: import when first needed
+
     # inner Adam folds bias correction into the lr only when nothing is added after projection
     fold = spec.complement == "drop"
     inner_ctx = BuildCtx(ctx.name, ctx.shape, last=False, in_lowrank=True)

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from optim_core.lowrank_presets import PRESETS as _LOWRANK_PRESETS
 from optim_core.recipe import (
     AdafactorSpec,
     AdamMiniSpec,
@@ -186,18 +187,9 @@ PRESETS: dict[str, Callable[..., Recipe]] = {
     "adam_mini": adam_mini,
 }
 
-# ---------------------------------------------------------------------------------------------
 # Low-rank and quantized-state presets (galore, apollo, apollo_mini, frugal, adamw_8bit,
-# adamw_4bit, q_galore) are owned by the optim_core-lowrank-quant engineer: add them in this
-# section (functions + ``PRESETS[...] = fn``), or in optim_core/lowrank_presets.py as
-# ``PRESETS: dict[str, Callable[..., Recipe]]``, which is merged here.
+# adamw_4bit, q_galore) live in optim_core/lowrank_presets.py.
 # ---------------------------------------------------------------------------------------------
-
-# ---- end of the low-rank / quantized section -----------------------------------------------
-try:
-    from optim_core.lowrank_presets import PRESETS as _LOWRANK_PRESETS
-except ImportError:  # pragma: no cover - until that module exists
-    _LOWRANK_PRESETS = {}
 PRESETS.update(_LOWRANK_PRESETS)
 
 

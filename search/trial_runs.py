@@ -7,8 +7,6 @@ as a ``succeeded`` copy with ``reused_from_id`` pointing at the original.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,16 +41,10 @@ def rowcount(result: Any) -> int:
 
 
 def recipe_identity(design: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(hash, canonical) of a recipe dict: optim_core's when available, else sha256 of JSON."""
-    try:
-        import optim_core
+    """(hash, canonical) of a recipe dict, as optim_core defines them."""
+    import optim_core
 
-        recipe_cls = optim_core.Recipe
-    except (ImportError, AttributeError):  # optim_core not installed: same canonical JSON idea
-        canonical = json.loads(json.dumps(design, sort_keys=True))
-        digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
-        return digest[:32], canonical
-    recipe = recipe_cls.model_validate(design)
+    recipe = optim_core.Recipe.model_validate(design)
     return recipe.hash(), recipe.canonical()
 
 
