@@ -27,7 +27,7 @@ def app_settings(request: Request) -> Settings:
     return settings if isinstance(settings, Settings) else get_settings()
 
 
-def _sessionmaker(request: Request) -> sessionmaker[Session]:
+def request_sessionmaker(request: Request) -> sessionmaker[Session]:
     maker = getattr(request.app.state, "sessionmaker", None)
     if maker is None:
         from core.db import get_sessionmaker
@@ -38,7 +38,7 @@ def _sessionmaker(request: Request) -> sessionmaker[Session]:
 
 def get_session(request: Request) -> Iterator[Session]:
     """One session per request, closed (and rolled back if uncommitted) afterwards."""
-    session = _sessionmaker(request)()
+    session = request_sessionmaker(request)()
     try:
         yield session
     finally:
@@ -71,7 +71,7 @@ def create_api_key(session: Session, name: str) -> str:
     return key
 
 
-def _presented_key(authorization: str | None, x_api_key: str | None) -> str:
+def presented_key(authorization: str | None, x_api_key: str | None) -> str:
     if x_api_key:
         return x_api_key.strip()
     scheme, _, token = (authorization or "").partition(" ")
@@ -80,6 +80,11 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str:
 
 def _check_key(session: Session, key: str) -> str:
     """The owner name of a valid key; 401 for a missing/unknown key, 403 for a revoked one."""
+    return verified_key(session, key).name
+
+
+def verified_key(session: Session, key: str) -> ApiKey:
+    """The row of a valid key; 401 for a missing/unknown key, 403 for a revoked one."""
     if not key:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -93,7 +98,7 @@ def _check_key(session: Session, key: str) -> str:
         )
     if row.revoked_at is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {row.name!r} is revoked")
-    return row.name
+    return row
 
 
 def require_write(
@@ -104,8 +109,8 @@ def require_write(
     """Owner name of the caller's key, or None when auth is off."""
     if app_settings(request).auth_mode == "off":
         return None
-    with _sessionmaker(request)() as session:
-        return _check_key(session, _presented_key(authorization, x_api_key))
+    with request_sessionmaker(request)() as session:
+        return _check_key(session, presented_key(authorization, x_api_key))
 
 
 def require_read(
@@ -116,8 +121,8 @@ def require_read(
     """Reads are public unless ``auth_mode == "all"``."""
     if app_settings(request).auth_mode != "all":
         return None
-    with _sessionmaker(request)() as session:
-        return _check_key(session, _presented_key(authorization, x_api_key))
+    with request_sessionmaker(request)() as session:
+        return _check_key(session, presented_key(authorization, x_api_key))
 
 
 WriterDep = Annotated[str | None, Depends(require_write)]

@@ -30,25 +30,10 @@ import torch
 
 import optim_core
 from optim_core.compile import label_of
+from optim_core.testing import llama_shapes
 
 Params = dict[str, torch.nn.Parameter]
 RefFactory = Callable[[Params], list[torch.optim.Optimizer]]
-
-
-def llama_shapes(dim: int, ffn: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes of our LLaMA (workers/model.py names), untied embedding / head."""
-    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (vocab, dim)}
-    for i in range(layers):
-        for proj in "qkvo":
-            shapes[f"layers.{i}.attn.{proj}.weight"] = (dim, dim)
-        shapes[f"layers.{i}.attn_norm.weight"] = (dim,)
-        shapes[f"layers.{i}.mlp.gate.weight"] = (ffn, dim)
-        shapes[f"layers.{i}.mlp.up.weight"] = (ffn, dim)
-        shapes[f"layers.{i}.mlp.down.weight"] = (dim, ffn)
-        shapes[f"layers.{i}.mlp_norm.weight"] = (dim,)
-    shapes["norm.weight"] = (dim,)
-    shapes["lm_head.weight"] = (vocab, dim)
-    return shapes
 
 
 def make_params(shapes: dict, device: str, dtype: torch.dtype) -> Params:
@@ -212,7 +197,7 @@ def time_interleaved(
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     device, dtype = args.device, torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    shapes = llama_shapes(args.dim, args.ffn, args.layers, args.vocab)
+    shapes = llama_shapes(vocab=args.vocab, d=args.dim, inter=args.ffn, layers=args.layers)
     n_params = sum(math.prod(s) for s in shapes.values())
     refs = references(args.torchao)
     names = args.presets.split(",") if args.presets else optim_core.presets.names()

@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 
 TRAIN_RUN = "optforge.train_run"
 STUDY_TICK = "optforge.study_tick"
-REAP = "optforge.reap"
 RUN_QUEUES = ("cpu", "gpu")
 # Short control tasks (study ticks, reaps): every worker consumes this queue too.
 CONTROL_QUEUE = "control"
@@ -95,11 +94,6 @@ def dispatch_run(run_id: int, queue: str = "cpu") -> None:
 def dispatch_study_tick(study_id: int) -> None:
     """Enqueue ``optforge.study_tick(study_id)`` on the control queue."""
     get_celery_client().send_task(STUDY_TICK, args=[int(study_id)], queue=CONTROL_QUEUE)
-
-
-def dispatch_reap() -> None:
-    """Enqueue one ``optforge.reap()`` (workers also reap on their own timer)."""
-    get_celery_client().send_task(REAP, queue=CONTROL_QUEUE)
 
 
 def _mark_dispatched(run_id: int) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+from core.migrate import VERSION_TABLE
 from core.models import Base
 
-VERSION_TABLE = "optforge_alembic_version"
 target_metadata = Base.metadata
 
 

@@ -114,7 +114,7 @@ def tensor_bytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
 
 
 def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    return dtype.itemsize
 
 
 def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -193,7 +193,7 @@ def slot_read(
     state: dict[str, Tensor], slot: str, shape: tuple[int, ...], codec: StateCodec
 ) -> Tensor:
     """The fp32 value of ``slot`` (for fp32 the stored tensor itself)."""
-    if codec is FP32_CODEC or isinstance(codec, Fp32Codec):
+    if isinstance(codec, Fp32Codec):
         return state[slot]
     prefix = slot + "."
     parts = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

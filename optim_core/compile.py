@@ -21,6 +21,7 @@ import torch
 
 from optim_core.adaptive import Adafactor, Adam, AdamMini
 from optim_core.base import Stage, StateCodec, codec_for_bits
+from optim_core.cosmos import Cosmos
 from optim_core.momentum import Ema
 from optim_core.normalize import Normalize, Scale
 from optim_core.orthogonalize import Orthogonalize, ShapeScale
@@ -28,6 +29,7 @@ from optim_core.recipe import (
     AdafactorSpec,
     AdamMiniSpec,
     AdamSpec,
+    CosmosSpec,
     EmaSpec,
     FrobeniusSpec,
     LowRankSpec,
@@ -42,7 +44,7 @@ from optim_core.recipe import (
 )
 
 MATRIX_ONLY = frozenset(
-    {"row", "col", "standardize", "sinkhorn", "ns", "svd", "whiten", "lowrank"}
+    {"row", "col", "standardize", "sinkhorn", "ns", "svd", "whiten", "lowrank", "cosmos"}
 )
 
 
@@ -154,9 +156,6 @@ def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
         else build_stage(s, inner_ctx)
         for i, s in enumerate(spec.inner)
     ]
-    make = getattr(lowrank, "make_lowrank", None)
-    if make is not None:
-        return make(spec, inner)  # type: ignore[no-any-return]
     projector: StateCodec | None = None
     if spec.projector_bits is not None:
         from optim_core import quantize
@@ -179,6 +178,23 @@ def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
     )
 
 
+def _cosmos(spec: CosmosSpec, ctx: BuildCtx) -> Stage:
+    if spec.max_rows is not None and ctx.shape and ctx.shape[0] > spec.max_rows:
+        # bias correction on the update (not folded into the lr): keeps the route off the
+        # grouped Adam path, which assumes one pipeline for the whole route
+        return Adam(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps)
+    return Cosmos(
+        beta1=spec.beta1,
+        beta2=spec.beta2,
+        eps=spec.eps,
+        rank=spec.rank,
+        gamma=spec.gamma,
+        ratio=spec.ratio,
+        nesterov=spec.nesterov,
+        ns_dtype=torch.bfloat16 if spec.ns_dtype == "bf16" else torch.float32,
+    )
+
+
 STAGE_FACTORIES: dict[str, StageFactory] = {
     "adam": _adam,
     "ema": _ema,
@@ -197,6 +213,7 @@ STAGE_FACTORIES: dict[str, StageFactory] = {
     "adafactor": _adafactor,
     "adam_mini": _adam_mini,
     "lowrank": _lowrank,
+    "cosmos": _cosmos,
 }
 
 

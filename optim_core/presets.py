@@ -17,6 +17,7 @@ from optim_core.recipe import (
     AdafactorSpec,
     AdamMiniSpec,
     AdamSpec,
+    CosmosSpec,
     EmaSpec,
     NewtonSchulzSpec,
     NormSpec,
@@ -174,6 +175,35 @@ def adam_mini(
     return _recipe("adam_mini", lr, weight_decay, routes)
 
 
+def cosmos(
+    lr: float = 2e-3,
+    weight_decay: float = 0.1,
+    beta1: float = 0.95,
+    beta2: float = 0.95,
+    eps: float = 1e-8,
+    rank: int = 64,
+    gamma: float = 0.2,
+    lr_ratio: float = 0.2,
+    nesterov: bool = True,
+) -> Recipe:
+    """COSMOS (Liu et al., 2025; lliu606/COSMOS README defaults) on hidden matrices (at most
+    10000 rows; the update has RMS ``lr_ratio``·lr), torch-style AdamW with the same betas on
+    embeddings, head and vectors (the reference's hard-coded 0.1 gradient weight equals this
+    EMA only for β1 = 0.9). Decay before the step everywhere. §15."""
+    matrix = CosmosSpec(
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        rank=rank,
+        gamma=gamma,
+        ratio=lr_ratio,
+        nesterov=nesterov,
+    )
+    aux = AdamSpec(beta1=beta1, beta2=beta2, eps=eps)
+    routes = [_route(["matrix"], [matrix]), _route(OTHERS, [aux])]
+    return _recipe("cosmos", lr, weight_decay, routes)
+
+
 PRESETS: dict[str, Callable[..., Recipe]] = {
     "adamw": adamw,
     "sgd": sgd,
@@ -185,6 +215,7 @@ PRESETS: dict[str, Callable[..., Recipe]] = {
     "scale": scale,
     "adafactor": adafactor,
     "adam_mini": adam_mini,
+    "cosmos": cosmos,
 }
 
 # Low-rank and quantized-state presets (galore, apollo, apollo_mini, frugal, adamw_8bit,

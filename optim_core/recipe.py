@@ -166,6 +166,23 @@ class AdamMiniSpec(_Strict):
 # --- quantization engineer; add fields here when LowRank grows) ---------------------------------
 
 
+class CosmosSpec(_Strict):
+    """COSMOS (optimizers.md §15) on a hidden matrix: eigen-Adam on a tracked rank-``rank``
+    input subspace + Newton–Schulz on the complement; matrices with more than ``max_rows`` rows
+    fall back to Adam (same betas/eps), as the reference does for ``size(0) > 10000``."""
+
+    type: Literal["cosmos"] = "cosmos"
+    beta1: float = Field(0.95, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    eps: float = Field(1e-8, ge=0.0)
+    rank: int = Field(64, ge=1)
+    gamma: float = Field(0.2, ge=0.0)
+    ratio: float = Field(0.2, gt=0.0)
+    nesterov: bool = True
+    ns_dtype: Literal["bf16", "fp32"] = "bf16"
+    max_rows: int | None = Field(10000, ge=1)
+
+
 class LowRankSpec(_Strict):
     """Run ``inner`` stages on a rank-r projection of the update (GaLore / APOLLO / FRUGAL)."""
 
@@ -206,10 +223,11 @@ StageSpec = Annotated[
     | ScaleSpec
     | AdafactorSpec
     | AdamMiniSpec
-    | LowRankSpec,
+    | LowRankSpec
+    | CosmosSpec,
     Field(discriminator="type"),
 ]
-STATEFUL_TYPES = frozenset({"adam", "ema", "adafactor", "adam_mini", "lowrank"})
+STATEFUL_TYPES = frozenset({"adam", "ema", "adafactor", "adam_mini", "lowrank", "cosmos"})
 
 
 def _check_rank(v: int | float | None) -> int | float | None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings, get_settings
 from core.models import Experiment, Run, RunStatus
-from search.recipes import RecipeError, UnknownNameError, resolve_recipe
+from search.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
 from search.reuse import reuse_if_stored, upsert_recipe_row
 
 __all__ = [
@@ -181,6 +181,7 @@ def plan_experiment(spec: ExperimentCreate, settings: Settings | None = None) ->
     for i, ref in enumerate(spec.recipes):
         try:
             recipes.append(resolve_recipe(ref))
+            state_bytes_on(recipes[-1][1], workload)  # a recipe that cannot train here: 422
         except RecipeError as exc:
             raise exc.prefixed("recipes", i) from None
     runs = []

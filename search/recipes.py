@@ -13,6 +13,7 @@ __all__ = [
     "UnknownNameError",
     "preset_names",
     "resolve_recipe",
+    "state_bytes_on",
     "validate_recipe",
 ]
 
@@ -142,7 +143,7 @@ def validate_recipe(data: Any, workload: str | None = None) -> dict[str, Any]:
         out["description"] = None
     if workload is None:
         return out
-    from core.workloads import get_workload, named_shapes, workload_names
+    from core.workloads import get_workload, workload_names
 
     try:
         spec = get_workload(workload)
@@ -150,12 +151,7 @@ def validate_recipe(data: Any, workload: str | None = None) -> dict[str, Any]:
         raise UnknownNameError.named(
             ("workload",), "workload", workload, workload_names()
         ) from None
-    try:
-        state = int(optim_core.state_bytes(recipe, named_shapes(spec)))
-    except Exception as exc:  # noqa: BLE001 - e.g. a rank larger than a matrix of this model
-        raise RecipeError.at(
-            (), f"recipe does not fit workload {spec.name!r}: {type(exc).__name__}: {exc}"
-        ) from None
+    state = state_bytes_on(recipe, spec)
     out.update(
         workload=spec.name,
         state_bytes=state,
@@ -163,3 +159,18 @@ def validate_recipe(data: Any, workload: str | None = None) -> dict[str, Any]:
         state_bytes_per_param=state / max(spec.n_params, 1),
     )
     return out
+
+
+def state_bytes_on(recipe: Any, spec: Any) -> int:
+    """Analytical optimizer-state bytes of ``recipe`` (a Recipe or canonical dict) on the model
+    of workload ``spec``; RecipeError when it does not fit (e.g. a rank above a matrix's)."""
+    import optim_core
+    from core.workloads import named_shapes
+
+    try:
+        model = optim_core.Recipe.model_validate(recipe)
+        return int(optim_core.state_bytes(model, named_shapes(spec)))
+    except Exception as exc:  # noqa: BLE001 - e.g. a rank larger than a matrix of this model
+        raise RecipeError.at(
+            (), f"recipe does not fit workload {spec.name!r}: {type(exc).__name__}: {exc}"
+        ) from None

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from core.models import TERMINAL_STATUSES, Experiment, Recipe, Run, RunMetric, RunStatus
+from core.models import Experiment, Recipe, Run, RunMetric, RunStatus
+from search.trial_runs import rowcount
 
 _RUN_FIELDS = (
     "id experiment_id trial_id recipe_id workload steps seed lr queue status attempts "
@@ -82,18 +83,18 @@ def cancel_run(session: Session, run_id: int) -> dict[str, Any]:
         .where(Run.id == run_id, Run.status == RunStatus.queued.value)
         .values(status=RunStatus.cancelled.value, cancel_requested=True, finished_at=now)
         .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
-    if not done:
+    )
+    if not rowcount(done):
         done = session.execute(
             update(Run)
             .where(Run.id == run_id, Run.status == RunStatus.running.value)
             .values(cancel_requested=True)
             .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
+        )
     run = session.get(Run, run_id, populate_existing=True)
     if run is None:
         raise LookupError(f"no run {run_id}")
-    if not done:
+    if not rowcount(done):
         raise RunStateError(f"run {run_id} is already {run.status}; only queued or running runs")
     return run_dict(run)
 
@@ -163,7 +164,3 @@ def run_queues(session: Session, run_ids: list[int]) -> dict[int, str]:
         return {}
     rows = session.execute(select(Run.id, Run.queue).where(Run.id.in_(run_ids)))
     return {int(row[0]): str(row[1]) for row in rows}
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL_STATUSES

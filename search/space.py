@@ -23,6 +23,8 @@ NONE_KEY = "none"
 #: Design fields a space may fix instead of searching (the routing of embeddings/head/vectors).
 FIXABLE = ("other",)
 SEARCHED = ("norms", "momentum", "rank", "projection", "state_bits")
+#: Combinations of categorical choices a space may have (each is validated by optim_core).
+MAX_CORNERS = 20_000
 
 
 @cache
@@ -235,15 +237,36 @@ def _validate_fixed(fixed: dict[str, Any], vocab: dict[str, tuple[Any, ...]]) ->
 
 
 def _validate_with_optim_core(space: DesignSpace) -> None:
-    """Every combination of categorical choices must be a recipe optim_core accepts."""
+    """Every combination of categorical choices must be a recipe optim_core accepts.
+
+    A space with more than ``MAX_CORNERS`` combinations (e.g. long lists of repeated choices)
+    is refused up front rather than left to validate for hours.
+    """
     from optim_core.recipe import Recipe
     from search.suggest import corner_params, params_to_design
 
+    if _n_corners(space) > MAX_CORNERS:
+        raise SpaceError(
+            f"the space has more than {MAX_CORNERS} combinations of its categorical choices "
+            "(norms x momentum placement x rank x state_bits); narrow it"
+        )
     for params in corner_params(space):
         try:
             Recipe.model_validate(params_to_design(params, space))
         except ValueError as exc:
             raise SpaceError(f"optim_core rejects the design {params}: {exc}") from exc
+
+
+def _n_corners(space: DesignSpace) -> int:
+    """An upper bound on what :func:`search.suggest.corner_params` yields (computed, not run)."""
+    axis = space.norms
+    if axis.sequences is not None:
+        n_norms = len(axis.sequences)
+    else:
+        n_norms = len({axis.min_length, axis.max_length}) * len(axis.blocks or [])
+    ranks = space.rank.values
+    n_ranks = 2 if isinstance(ranks, IntRange) else len(ranks)
+    return n_norms * len(space.momentum.placement) * n_ranks * max(1, len(space.state_bits))
 
 
 def _any_state(space: DesignSpace) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,26 +22,28 @@ class StudySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
+    name: str | None = Field(None, max_length=200)
     workload: str = "synthetic-lm"
     steps: int = Field(50, ge=1)
     space: dict[str, Any] | None = None  # None = the shipped default space
     objectives: list[str] = Field(default_factory=lambda: ["val_loss", "state_bytes_per_param"])
     sampler: str = "tpe"
-    seed: int | None = 0
+    seed: int | None = Field(0, ge=0, lt=2**31)
     n_trials: int = Field(20, ge=1)
     parallelism: int = Field(2, ge=1)
     seeds: list[int] = Field(default_factory=lambda: [0])
     max_state_bytes_per_param: float | None = Field(None, gt=0)
     pruning: bool = True
     max_retries: int = Field(1, ge=0, le=5)
-    queue: str = "cpu"
+    queue: Literal["cpu", "gpu"] = "cpu"
 
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
         if not v or len(set(v)) != len(v):
             raise ValueError("seeds must be a non-empty list of distinct ints")
+        if any(s < 0 or s >= 2**31 for s in v):
+            raise ValueError("seeds must be in [0, 2**31)")
         return v
 
     def design_space(self) -> DesignSpace:

@@ -124,12 +124,21 @@ def check_separate_storage(optuna_url: str, database_url: str) -> None:
     Optuna creates ``studies``/``trials``/``version_info`` and stamps the default
     ``alembic_version`` table wherever it connects (services.md §0.3).
     """
-    same = optuna_url.split("?")[0] == database_url.split("?")[0]
-    if same and search_path_schema(optuna_url) is None:
+    if _database_of(optuna_url) == _database_of(database_url) and not search_path_schema(
+        optuna_url
+    ):
         raise ValueError(
             "OPTFORGE_OPTUNA_STORAGE_URL must be a database of its own (or a Postgres schema "
             "via ?options=-csearch_path%3Doptuna), not OPTFORGE_DATABASE_URL"
         )
+
+
+def _database_of(url: str) -> tuple[Any, ...]:
+    """(backend, host, port, database) of a URL: the driver, user and options do not matter."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return (u.get_backend_name(), u.host, u.port, u.database)
 
 
 def _storage_url(url: str | None) -> str:

@@ -146,6 +146,8 @@ def _feasible(trial: dict[str, Any], objectives: list[str], max_bytes: float | N
     return not sbpp or sum(sbpp) / len(sbpp) <= max_bytes
 
 
-def list_studies(session: Session, limit: int = 100) -> list[dict[str, Any]]:
-    rows = session.scalars(select(SearchStudy).order_by(SearchStudy.id.desc()).limit(limit)).all()
+def list_studies(session: Session, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    """One page of studies, newest first, with progress counts."""
+    stmt = select(SearchStudy).order_by(SearchStudy.id.desc()).limit(limit).offset(offset)
+    rows = session.scalars(stmt).all()
     return [{**study_dict(s), "progress": progress(session, s.id)} for s in rows]

@@ -33,23 +33,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def reset_settings_caches() -> None:
-    """Forget cached settings/engines so a changed environment takes effect."""
+    """Forget cached settings, engines and the Celery client so a changed environment takes
+    effect (the old engines' pools close when they are collected)."""
+    from core.broker import get_celery_client
     from core.config import get_settings
+    from core.db import get_engine
 
     get_settings.cache_clear()
-    try:
-        from core.db import get_engine
-
-        for engine in _cached_engines():
-            engine.dispose()
-        get_engine.cache_clear()
-    except ImportError:
-        pass
-
-
-def _cached_engines() -> list:  # type: ignore[type-arg]
-    # lru_cache exposes no values; engines are disposed by their pools when collected anyway.
-    return []
+    get_engine.cache_clear()
+    get_celery_client.cache_clear()
 
 
 @pytest.fixture

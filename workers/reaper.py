@@ -32,7 +32,7 @@ def reap_once(
     from core.broker import dispatch_run, dispatch_study_tick
 
     now = now or datetime.now(UTC)
-    send = dispatch or (lambda run_id, queue: dispatch_run(run_id, queue))
+    send: Dispatch = dispatch or dispatch_run
     requeued, failed, studies = expire_leases(now)
     resent = stale_queued(now)
     for run_id, queue in requeued + resent:

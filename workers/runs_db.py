@@ -194,12 +194,10 @@ class Lease:
 
 
 def point_row(point: Any) -> dict[str, Any]:
-    """A run_metrics row from a trainer MetricPoint (attribute or mapping access)."""
-    get = point.get if isinstance(point, dict) else lambda k, d=None: getattr(point, k, d)
-    step: Any = get("step")
-    row: dict[str, Any] = {"step": int(step)}
+    """A run_metrics row from a trainer ``MetricPoint`` (unset metrics are left out)."""
+    row: dict[str, Any] = {"step": int(point.step)}
     for field in METRIC_FIELDS:
-        value = get(field, None)
+        value = getattr(point, field)
         if value is not None:
             row[field] = int(value) if field == "tokens" else float(value)
     return row
@@ -255,15 +253,21 @@ class CurveWriter:
         return rows
 
     def flush(self) -> None:
-        """Write buffered points if this attempt still owns the run."""
+        """Write buffered points if this attempt still owns the run.
+
+        The ownership check is an UPDATE (it also renews the lease), so it locks the run row
+        until the points are committed: a reaper or a new claim cannot slip in between the
+        check and the write and find this attempt's points in the next attempt's curve."""
         rows = self.take()
         if not rows or self.lease.lost.is_set():
             return
         with session_scope() as session:
-            owner = session.scalar(
-                select(Run.lease_owner).where(*_owned(self.claim.run_id, self.claim.owner))
+            res = session.execute(
+                update(Run)
+                .where(*_owned(self.claim.run_id, self.claim.owner))
+                .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease.lease_s))
             )
-            if owner is None:
+            if _rowcount(res) != 1:
                 self.lease.lost.set()
                 return
             upsert_metrics(session, self.claim.run_id, rows)

@@ -9,7 +9,7 @@ trainer are imported inside the task, never in the worker's main process.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from celery import shared_task
 
@@ -25,6 +25,9 @@ from workers.runs_db import (
     set_memory_estimate,
 )
 
+if TYPE_CHECKING:
+    from workers.train import Callbacks, MetricPoint
+
 log = logging.getLogger(__name__)
 
 
@@ -36,40 +39,29 @@ class RunCallbacks:
         self.lease = lease
         self.curve = curve
 
-    def on_step(self, point: Any) -> None:
+    def on_step(self, point: MetricPoint) -> None:
         self.curve.add(point)
 
-    def on_eval(self, point: Any) -> str:
-        self.curve.add(point)
-        if self.claim.trial_id is None:
+    def on_eval(self, point: MetricPoint) -> str:
+        """Ask the study's pruner (the trainer already passed ``point`` to ``on_step``)."""
+        if self.claim.trial_id is None or point.val_loss is None:
             return "continue"
         self.curve.flush()  # the pruner reads curves of the study from run_metrics
         from search.pruner import should_prune_run
 
-        step, val = int(point_attr(point, "step")), point_attr(point, "val_loss")
-        if val is not None and should_prune_run(self.claim.run_id, step, float(val)):
+        if should_prune_run(self.claim.run_id, point.step, point.val_loss):
             return "prune"
         return "continue"
 
     def should_cancel(self) -> bool:
         return self.lease.should_stop()
 
+    def trainer_callbacks(self) -> Callbacks:
+        from workers.train import Callbacks  # torch: only inside the task
 
-def point_attr(point: Any, name: str) -> Any:
-    return point.get(name) if isinstance(point, dict) else getattr(point, name, None)
-
-
-def trainer_callbacks(cb: RunCallbacks) -> Any:
-    """``workers.train.Callbacks`` wired to ``cb`` (or ``cb`` itself if it has no such type)."""
-    from workers import train
-
-    cls = getattr(train, "Callbacks", None)
-    if cls is None:
-        return cb
-    try:
-        return cls(on_step=cb.on_step, on_eval=cb.on_eval, should_cancel=cb.should_cancel)
-    except TypeError:  # a Protocol / base class with methods: duck typing is enough
-        return cb
+        return Callbacks(
+            on_step=self.on_step, on_eval=self.on_eval, should_cancel=self.should_cancel
+        )
 
 
 def _estimate_memory(claim: Claim) -> None:
@@ -109,7 +101,7 @@ def execute_run(run_id: int, owner: str | None = None) -> str:
 def _train(claim: Claim, lease: Lease, curve: CurveWriter) -> str:
     from workers.train import run_workload
 
-    callbacks = trainer_callbacks(RunCallbacks(claim, lease, curve))
+    callbacks = RunCallbacks(claim, lease, curve).trainer_callbacks()
     try:
         result = run_workload(
             claim.workload,

@@ -257,6 +257,7 @@ class _Loop:
         return self._result(status, stopped, step if stopped is None else stopped, start)
 
     def _step(self, step: int) -> Tensor:
+        self.loss = None  # an error before this step's loss exists is never a divergence
         x, y = self.data.train_batch(step)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with self.amp():
@@ -308,9 +309,12 @@ class _Loop:
             self.excluded_s += time.perf_counter() - t0
 
     def _report(self, point: MetricPoint, is_eval: bool) -> tuple[Status, int | None]:
-        """Evaluate (on eval points), record the point, call the callbacks."""
-        if is_eval:
-            self._evaluate(point)
+        """Evaluate (on eval points), record the point, call the callbacks.
+
+        A non-finite validation loss (e.g. the last update made the weights NaN/inf while the
+        train losses were still finite) is a divergence at this step."""
+        if is_eval and not self._evaluate(point):
+            return "diverged", point.step
         self.curve.append(point)
         if self.cb.on_step:
             self.cb.on_step(point)
@@ -320,13 +324,16 @@ class _Loop:
             return "cancelled", point.step
         return "succeeded", None
 
-    def _evaluate(self, point: MetricPoint) -> None:
+    def _evaluate(self, point: MetricPoint) -> bool:
+        """Set the point's val loss and steps-to-target; False when the val loss is not finite."""
         val = evaluate(self.model, self.data, self.device, self.amp)
-        point.val_loss = val if math.isfinite(val) else None
-        self.val_loss = point.val_loss
+        if not math.isfinite(val):
+            return False
+        point.val_loss = self.val_loss = val
         target = self.cfg.target_loss
         if self.steps_to_target is None and target is not None and val <= target:
             self.steps_to_target = point.step
+        return True
 
     def _result(
         self, status: Status, stopped: int | None, steps: int, start: float

@@ -9,6 +9,7 @@ workers; optim_core (space validation) and optuna (cancel) are imported lazily b
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -19,6 +20,7 @@ from api.errors import unprocessable
 from search.spec import StudySpec
 
 router = APIRouter(prefix="/studies", tags=["studies"])
+log = logging.getLogger("optforge.api")
 StudyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
@@ -32,10 +34,17 @@ def _detail(session: Session, study_id: int) -> dict[str, Any]:
 
 
 def send_first_tick(study_id: int) -> None:
-    """Hand the study to the workers (tests patch this to tick in-process)."""
+    """Hand the study to the workers (tests patch this to tick in-process).
+
+    A broker that is down is not the client's fault: the study is committed and the reaper
+    ticks every running study, so the request still succeeds.
+    """
     from core.broker import dispatch_study_tick
 
-    dispatch_study_tick(study_id)
+    try:
+        dispatch_study_tick(study_id)
+    except Exception as exc:  # noqa: BLE001 - the reaper ticks running studies
+        log.warning("first tick of study %s not sent (reaper will tick it): %s", study_id, exc)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -59,11 +68,12 @@ def index(
     session: SessionDep,
     _reader: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[dict[str, Any]]:
-    """Studies, newest first, with progress counts."""
+    """Studies, newest first, with progress counts (paginated by ``limit``/``offset``)."""
     from search.study_view import list_studies
 
-    return list_studies(session, limit=limit)
+    return list_studies(session, limit=limit, offset=offset)
 
 
 @router.get("/{study_id}")

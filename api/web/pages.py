@@ -6,16 +6,18 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.deps import SessionDep
-from api.web import views
+from api.web import auth, views
 from api.web.render import not_found, render
 
-router = APIRouter(include_in_schema=False)
+# Every page goes through the login check of ``auth.PageRoute`` (only in auth mode "all").
+router = APIRouter(include_in_schema=False, route_class=auth.PageRoute)
+router.include_router(auth.router)
 
 
 def _int(text: str | None) -> int | None:
     """A non-negative int from a path/query string, or None (a bad id is a 404, not a 422)."""
     text = (text or "").strip()
-    return int(text) if text.isdigit() and len(text) < 12 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
 
 
 def _page(text: str | None) -> int:

@@ -212,11 +212,11 @@ def compare_view(session: Session, ids: list[int]) -> dict[str, Any]:
 
 
 def parse_ids(text: str | None) -> list[int]:
-    """``"1, 2,x,2"`` -> ``[1, 2]`` (unique, in order, at most MAX_COMPARE)."""
+    """``"1, 2,x,2"`` -> ``[1, 2]`` (unique, in order, at most MAX_COMPARE; ASCII ids < 10**9)."""
     out: list[int] = []
     for part in (text or "").split(","):
         part = part.strip()
-        if part.isdigit() and int(part) not in out:
+        if part.isascii() and part.isdigit() and len(part) < 10 and int(part) not in out:
             out.append(int(part))
     return out[:MAX_COMPARE]
 

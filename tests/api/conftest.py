@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from integration.fixtures_service import reset_service_caches
 
 
 @pytest.fixture(scope="session")
@@ -43,30 +44,15 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     return calls
 
 
-def reset() -> None:
-    """Forget cached settings, engines and the Celery client."""
-    from core.config import get_settings
-    from core.db import get_engine
-
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    try:
-        from core.broker import get_celery_client
-
-        get_celery_client.cache_clear()
-    except ImportError:
-        pass
-
-
 def _client(template: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> Iterator[TestClient]:
     monkeypatch.setenv("OPTFORGE_AUTH_MODE", mode)
-    reset()
+    reset_service_caches()
     _migrate(template)
     from api.main import create_app
 
     with TestClient(create_app()) as client:
         yield client
-    reset()
+    reset_service_caches()
 
 
 @pytest.fixture

@@ -119,6 +119,9 @@ def test_experiment_422s_name_field_and_cap(client: TestClient, auth: dict[str, 
     assert "max_runs_per_request" in e[0]["msg"]
     e = errors({"recipes": [{"recipe": {"bogus": 1}}], "workload": W})
     assert all(x["field"].startswith("body.recipes.0.recipe") for x in e)
+    too_wide = {"schema": 1, "design": {"norms": ["adam"], "rank": 1000}}  # model dim is 32
+    e = errors({"recipes": ["adamw", {"recipe": too_wide}], "workload": W})
+    assert e[0]["field"] == "body.recipes.1" and "does not fit workload" in e[0]["msg"]
     bad_json = client.post(
         "/v1/experiments",
         content=b"{not json",

@@ -1,7 +1,7 @@
 """API fixtures for tests against real services (loaded by tests/conftest.py).
 
-* ``api_db``: settings pointing at the migrated Postgres database of record (the service
-  engineer's ``service_env`` + ``migrated_db`` when present, else ``pg_url`` migrated here).
+* ``api_db``: settings pointing at the migrated Postgres database of record (``migrated_db``,
+  auth mode ``writes``).
 * ``api_client``: a TestClient on ``create_app()`` for that database (auth mode ``writes``).
 * ``api_key``: a valid key (plaintext) in that database.
 * ``live_api``: a real ``uvicorn --factory api.main:create_app`` subprocess on a free port;
@@ -16,44 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration.fixtures_service import reset_service_caches
 from live_uvicorn import live_uvicorn
 
 
-def _reset_caches() -> None:
-    from core.config import get_settings
-    from core.db import get_engine
-
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    try:
-        from core.broker import get_celery_client
-
-        get_celery_client.cache_clear()
-    except ImportError:
-        pass
-
-
 @pytest.fixture
-def api_db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+def api_db(migrated_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Settings for the migrated Postgres database the API and workers share."""
-    try:
-        request.getfixturevalue("service_env")
-        request.getfixturevalue("migrated_db")
-    except pytest.FixtureLookupError:
-        url = request.getfixturevalue("pg_url")
-        monkeypatch.setenv("OPTFORGE_DATABASE_URL", url)
-        _reset_caches()
-        from core.migrate import upgrade
-
-        upgrade(url)
     monkeypatch.setenv("OPTFORGE_AUTH_MODE", "writes")
-    _reset_caches()
+    reset_service_caches()
     from core.config import get_settings
 
     settings = get_settings()
-    assert settings.database_url.startswith("postgresql"), settings.database_url
+    assert settings.database_url == migrated_db, settings.database_url
     yield settings
-    _reset_caches()
+    reset_service_caches()
 
 
 @pytest.fixture

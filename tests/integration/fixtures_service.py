@@ -28,17 +28,13 @@ READY_TIMEOUT_S = 90.0
 
 def reset_service_caches() -> None:
     """Forget settings, engines and the Celery client so a changed environment takes effect."""
+    from core.broker import get_celery_client
     from core.config import get_settings
     from core.db import get_engine
 
     get_settings.cache_clear()
     get_engine.cache_clear()
-    try:
-        from core.broker import get_celery_client
-
-        get_celery_client.cache_clear()
-    except ImportError:
-        pass
+    get_celery_client.cache_clear()
 
 
 @pytest.fixture
@@ -112,6 +108,18 @@ def schema_diff(url: str) -> list:  # type: ignore[type-arg]
             return list(compare_metadata(ctx, Base.metadata))
     finally:
         engine.dispose()
+
+
+# Our tables (Optuna's studies/trials/alembic_version live in their own storage).
+APP_TABLES = {
+    "recipes",
+    "experiments",
+    "runs",
+    "run_metrics",
+    "api_keys",
+    "search_studies",
+    "search_trials",
+}
 
 
 def table_names(url: str) -> set[str]:

@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 from integration.conftest import drop_pg_database, make_pg_database
-from integration.fixtures_service import schema_diff, table_names
-
-APP_TABLES = {
-    "recipes",
-    "experiments",
-    "runs",
-    "run_metrics",
-    "api_keys",
-    "search_studies",
-    "search_trials",
-}
+from integration.fixtures_service import APP_TABLES, schema_diff, table_names
 
 
 def test_postgres_upgrade_matches_models_and_downgrades(postgres_available: None) -> None:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 
 import pytest
+import torch
 
 import optim_core
 from optim_core import presets, testing
@@ -30,6 +31,12 @@ MY_PRESETS = [
 @pytest.mark.parametrize("name", presets.names())
 def test_preset_contract(name: str, check: Callable[[Recipe], None]) -> None:
     check(presets.get(name))
+
+
+@pytest.mark.parametrize("name", presets.names())
+def test_state_bytes_exact_for_bf16_params(name: str) -> None:
+    # state kept in the parameter dtype (e.g. projectors) must be counted in bf16 too
+    testing.check_state_bytes_exact(presets.get(name), torch.bfloat16)
 
 
 def test_registry_keeps_the_seed_presets() -> None:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import optim_core
+from optim_core.testing import llama_shapes
 
 SHAPES = {
     "layers.0.attn.q.weight": (128, 64),  # 8192 elements: quantized (>= 4096, block multiple)
@@ -119,27 +120,12 @@ def _without_quantization(recipe: optim_core.Recipe) -> optim_core.Recipe:
     return optim_core.Recipe.model_validate(data)
 
 
-def _llama_shapes(d: int = 512, f: int = 1376, layers: int = 1, vocab: int = 1024) -> dict:
-    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (vocab, d)}
-    for i in range(layers):
-        for proj in "qkvo":
-            shapes[f"layers.{i}.attn.{proj}.weight"] = (d, d)
-        shapes[f"layers.{i}.mlp.gate.weight"] = (f, d)
-        shapes[f"layers.{i}.mlp.up.weight"] = (f, d)
-        shapes[f"layers.{i}.mlp.down.weight"] = (d, f)
-        shapes[f"layers.{i}.attn_norm.weight"] = (d,)
-        shapes[f"layers.{i}.mlp_norm.weight"] = (d,)
-    shapes["norm.weight"] = (d,)
-    shapes["lm_head.weight"] = (vocab, d)
-    return shapes
-
-
 OURS = ["galore", "apollo", "apollo_mini", "frugal", "adamw_8bit", "adamw_4bit", "q_galore"]
 
 
 @pytest.mark.parametrize("preset", OURS)
 def test_state_bytes_analytical_equals_measured_on_llama_shapes(preset: str) -> None:
-    shapes = _llama_shapes(d=256, f=688, vocab=512)  # 60M proportions, a quarter of the size
+    shapes = llama_shapes(vocab=512, d=256, inter=688)  # 60M proportions, a quarter of the size
     recipe = optim_core.presets.get(preset)
     params = {n: torch.nn.Parameter(torch.zeros(s)) for n, s in shapes.items()}
     opt = optim_core.build(recipe, params)
@@ -151,7 +137,7 @@ def test_state_bytes_analytical_equals_measured_on_llama_shapes(preset: str) -> 
 
 
 def test_state_bytes_formulas_on_llama_shapes() -> None:
-    shapes = _llama_shapes()
+    shapes = llama_shapes(vocab=1024, d=512, inter=1376)
     n_params = sum(math.prod(s) for s in shapes.values())
     fp32 = optim_core.state_bytes(optim_core.presets.get("adamw"), shapes)
     assert fp32 == 8 * n_params
@@ -170,7 +156,7 @@ def test_state_bytes_formulas_on_llama_shapes() -> None:
 
 
 def test_bf16_params_state_accounting_and_dtype() -> None:
-    shapes = _llama_shapes(d=128, f=344, vocab=256)
+    shapes = llama_shapes(vocab=256, d=128, inter=344)
     for preset in OURS:
         recipe = optim_core.presets.get(preset)
         params = {n: torch.nn.Parameter(torch.randn(s).bfloat16()) for n, s in shapes.items()}
@@ -187,7 +173,7 @@ def test_bf16_params_state_accounting_and_dtype() -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("preset", OURS)
 def test_presets_on_cuda_bf16(preset: str) -> None:
-    shapes = _llama_shapes(d=128, f=344, vocab=256)
+    shapes = llama_shapes(vocab=256, d=128, inter=344)
     recipe = optim_core.presets.get(preset)
     gen = torch.Generator().manual_seed(0)
     params = {

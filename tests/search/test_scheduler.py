@@ -308,6 +308,8 @@ def test_optuna_storage_must_not_share_our_database() -> None:
         check_separate_storage(pg, pg)
     with pytest.raises(ValueError, match="database of its own"):
         check_separate_storage("sqlite:////d/optforge.db", "sqlite:////d/optforge.db")
+    with pytest.raises(ValueError, match="database of its own"):  # same database, other driver
+        check_separate_storage("postgresql://v:pw@h/optforge?connect_timeout=5", pg)
     check_separate_storage(pg + "?options=-csearch_path%3Doptuna", pg)
     check_separate_storage("postgresql+psycopg://u@h/optuna", pg)
     assert search_path_schema(pg + "?options=-csearch_path%3Doptuna") == "optuna"

@@ -130,6 +130,24 @@ def test_invalid_space_rejected_with_clear_error(spec: dict, message: str) -> No
         load_space(spec)
 
 
+def test_huge_space_rejected_quickly() -> None:
+    """Repeated choices multiply: 1000^3 corners are refused at the cap, not validated."""
+    import time
+
+    from search.space import MAX_CORNERS
+
+    spec = {
+        "norms": {"sequences": [["row"] * n for n in range(1, 1001)]},
+        "momentum": {"placement": ["none"] * 1000},
+        "rank": {"values": list(range(1, 1001))},
+        "lr": [0.1],
+    }
+    start = time.perf_counter()
+    with pytest.raises(SpaceError, match=f"more than {MAX_CORNERS} combinations"):
+        load_space(spec)
+    assert time.perf_counter() - start < 5
+
+
 def _llama_params() -> dict:
     import torch
 

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_scheduler import CRAFTED_SPACE, drive, execute
 
+from api.routes.studies import send_first_tick as REAL_SEND_FIRST_TICK
 from core.models import Base
 
 
@@ -73,10 +74,23 @@ def test_bad_spec_and_cancel_and_404(client) -> None:  # type: ignore[no-untyped
     assert bad.json()["errors"][0]["field"].startswith("body.space")
     extra = client.post("/v1/studies", json={"n_trials": 2, "bogus": 1})
     assert extra.status_code == 422
+    # values no column can store, or no worker serves, are 422s naming the field (not 500s)
+    out_of_range = [("seed", 2**70), ("seed", -1), ("seeds", [2**40]), ("seeds", [-5]),
+                    ("queue", "bogus"), ("name", "x" * 201)]  # fmt: skip
+    for field, value in out_of_range:
+        r = client.post("/v1/studies", json={"n_trials": 2, "steps": 12, field: value})
+        assert r.status_code == 422, (field, value, r.text)
+        assert r.json()["errors"][0]["field"] == f"body.{field}"
+    assert client.get("/v1/studies").json() == []
     r = client.post("/v1/studies", json={"space": CRAFTED_SPACE, "steps": 12, "n_trials": 3})
     sid = r.json()["id"]
     c = client.post(f"/v1/studies/{sid}/cancel")
     assert c.status_code == 200 and c.json()["status"] == "cancelled"
+    r2 = client.post("/v1/studies", json={"space": CRAFTED_SPACE, "steps": 12, "n_trials": 3})
+    newest_first = [s["id"] for s in client.get("/v1/studies").json()]
+    assert newest_first == [r2.json()["id"], sid]
+    page = client.get("/v1/studies", params={"limit": 1, "offset": 1}).json()
+    assert [s["id"] for s in page] == [sid]
     assert client.get("/v1/studies/999").status_code == 404
     assert client.get("/v1/studies/999/trials").status_code == 404
 
@@ -89,3 +103,20 @@ def test_writes_need_a_key_by_default(client, monkeypatch) -> None:  # type: ign
     r = client.post("/v1/studies", json={"n_trials": 2})
     assert r.status_code == 401
     assert client.get("/v1/studies").status_code == 200
+
+
+def test_study_is_created_when_the_broker_is_down(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.routes.studies as routes
+    import core.broker
+
+    def down(study_id: int) -> None:
+        raise ConnectionError("broker unreachable")
+
+    # the real send_first_tick, with a broker that refuses connections
+    monkeypatch.setattr(routes, "send_first_tick", REAL_SEND_FIRST_TICK)
+    monkeypatch.setattr(core.broker, "dispatch_study_tick", down)
+    r = client.post("/v1/studies", json={"space": CRAFTED_SPACE, "steps": 12, "n_trials": 2})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "running" and r.json()["progress"]["asked"] == 0

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from integration.fixtures_service import schema_diff
+from integration.fixtures_service import APP_TABLES, schema_diff
 from integration.fixtures_service import table_names as tables
-
-APP_TABLES = {
-    "recipes",
-    "experiments",
-    "runs",
-    "run_metrics",
-    "api_keys",
-    "search_studies",
-    "search_trials",
-}
 
 
 def test_sqlite_upgrade_matches_models_and_downgrades(tmp_path: Path) -> None:

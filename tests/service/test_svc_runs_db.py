@@ -121,7 +121,8 @@ def test_successful_run_writes_merged_curve_and_result(
         assert (workload, steps, lr, recipe) == ("synthetic-lm", 20, 0.01, {"lr": 0.01})
         for step in (10, 20):
             callbacks.on_step(Point(step, train_loss=3.0 - step / 20))
-        assert callbacks.on_eval(Point(20, val_loss=2.5)) == "continue"
+        callbacks.on_step(Point(20, val_loss=2.5))  # merged into step 20's row
+        assert callbacks.on_eval(Point(20, val_loss=2.5)) == "continue"  # no trial: no pruner
         callbacks.on_step(Point(10, train_loss=9.0))  # a repeated step overwrites, not duplicates
         return FakeResult()
 
@@ -198,6 +199,30 @@ def test_attempt_that_lost_its_lease_writes_nothing(
     assert execute_run(rid) == "lost"
     run = _run(rid)
     assert run.status == "queued" and run.final_val_loss is None and _curve(rid) == []
+
+
+def test_curve_flush_renews_the_lease_and_stops_once_the_run_is_taken(db: Path) -> None:
+    from core.db import session_scope
+    from core.models import Run
+    from workers.runs_db import CurveWriter, Lease, claim_run
+
+    (rid,) = _new_runs()
+    claim = claim_run(rid, "w1")
+    assert claim is not None
+    lease = Lease(claim)  # not entered: no renewal thread, only flush touches the row
+    curve = CurveWriter(claim, lease, flush_every_s=3600)
+    before = _run(rid).lease_expires_at
+    time.sleep(0.01)
+    curve.add(Point(10, train_loss=1.0))
+    curve.flush()
+    assert _curve(rid) == [(10, 1.0, None)] and not lease.lost.is_set()
+    assert _run(rid).lease_expires_at > before  # the owning write extended the lease
+    with session_scope() as s:  # the reaper re-queued it and another attempt claimed it
+        s.execute(update(Run).where(Run.id == rid).values(status="queued", lease_owner=None))
+    assert claim_run(rid, "w2") is not None
+    curve.add(Point(20, train_loss=0.5))
+    curve.flush()
+    assert lease.lost.is_set() and _curve(rid) == []  # the new attempt's curve stays clean
 
 
 def test_reaper_requeues_then_fails_expired_runs(

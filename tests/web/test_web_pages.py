@@ -64,8 +64,8 @@ def test_empty_states(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/runs/999", "/runs/abc", "/studies/999", "/studies/x1", "/recipes/deadbeef",
-     "/compare?runs=998,999"],
+    ["/runs/999", "/runs/abc", "/runs/\u00b2", "/runs/99999999999999999999", "/studies/999",
+     "/studies/x1", "/studies/\u00b2", "/recipes/deadbeef", "/compare?runs=998,999"],
 )  # fmt: skip
 def test_unknown_ids_are_404_pages(client: TestClient, path: str) -> None:
     _seed()
@@ -234,7 +234,8 @@ def test_static_assets_served_locally(client: TestClient) -> None:
 def test_bad_query_values_render_not_422(client: TestClient) -> None:
     seeded = _seed()
     for path in ("/?steps=abc&page=x", "/studies?page=-3", f"/recipes/{seeded.recipe_hashes[0]}?page=zz",
-                 f"/studies/{seeded.study_id}?page=0", "/compare?runs=,,a"):  # fmt: skip
+                 f"/studies/{seeded.study_id}?page=0", "/compare?runs=,,a", "/?page=\u00b2",
+                 "/compare?runs=\u00b2,99999999999999999999"):  # fmt: skip
         r = client.get(path)
         assert r.status_code == 200, path
         assert "text/html" in r.headers["content-type"]

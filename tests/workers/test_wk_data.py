@@ -139,3 +139,16 @@ def test_digits_split_is_fixed() -> None:
     assert 0.0 <= float(xv.min()) and float(xv.max()) <= 1.0
     x, y = data.train_batch(0)
     assert x.shape == (64, 64) and torch.equal(x, load_data(spec, 0, Path("/x")).train_batch(0)[0])
+
+
+def test_unknown_data_source_and_short_splits_name_the_problem(tmp_path: Path) -> None:
+    import dataclasses
+
+    from workers.data import DataUnavailableError, LMBatches, load_data
+
+    spec = dataclasses.replace(get_workload("synthetic-lm"), data="nope")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'nope'; valid: synthetic, shakespeare, tokens, digits"):
+        load_data(spec, 0, tmp_path)
+    tokens = torch.arange(9)
+    with pytest.raises(DataUnavailableError, match=r"9 \(train\).*seq_len \+ 1 = 9"):
+        LMBatches(tokens, torch.arange(100), batch_size=2, seq_len=8, seed=0, eval_batches=1)

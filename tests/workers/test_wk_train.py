@@ -170,3 +170,56 @@ def test_cuda_bf16_run_measures_gpu_memory() -> None:
     assert result.status == "succeeded" and result.env["device"].startswith("cuda")
     assert result.final_val_loss is not None and result.final_val_loss < math.log(256)
     assert 0 < result.peak_mem_bytes < 2**30  # CUDA max_memory_allocated, not the host RSS
+
+
+class _PoisonLastStepSGD(torch.optim.SGD):
+    """Plain SGD whose ``poison_at``-th step leaves a NaN weight (the train loss of that step
+    was still finite: only the held-out evaluation can see it)."""
+
+    def __init__(self, params, poison_at: int) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(params, lr=0.01)
+        self.poison_at, self.calls = poison_at, 0
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def, override]
+        out = super().step(closure)
+        self.calls += 1
+        if self.calls == self.poison_at:
+            with torch.no_grad():
+                self.param_groups[0]["params"][-1].view(-1)[0] = float("nan")  # lm_head
+        return out
+
+
+def test_nonfinite_val_loss_after_last_step_is_divergence() -> None:
+    spec = get_workload("synthetic-lm")
+    data = load_data(spec, 0, NO_CACHE)
+    model = build_model(spec.model, seed=0)
+    opt = _PoisonLastStepSGD(model.parameters(), poison_at=20)
+    result = train(model, opt, data, TrainConfig(steps=20, eval_every=10))
+    assert result.status == "diverged" and result.stopped_step == 20 and result.steps == 20
+    assert result.final_val_loss is None
+    assert [p.step for p in result.curve] == [10]  # the poisoned point is not recorded
+    assert result.curve[0].val_loss is not None and math.isfinite(result.curve[0].val_loss)
+
+
+class _NanThenBroken(torch.nn.Module):
+    """Wraps a model: the 2nd forward returns NaN logits, the 3rd raises a plain bug."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("shape bug in forward")
+        out = self.inner(x)
+        return out * float("nan") if self.calls == 2 else out
+
+
+def test_forward_error_after_a_nan_step_is_raised_not_divergence() -> None:
+    spec = get_workload("synthetic-lm")
+    data = load_data(spec, 0, NO_CACHE)
+    model = _NanThenBroken(build_model(spec.model, seed=0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(RuntimeError, match="shape bug"):  # the stale NaN loss is not blamed
+        train(model, opt, data, TrainConfig(steps=20))
