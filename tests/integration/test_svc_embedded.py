@@ -80,6 +80,22 @@ def _worker_pid(log: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _stop_and_check(proc: subprocess.Popen[bytes], worker_pid: int, sig: int, log: Path) -> None:
+    """Send ``sig`` to ``optforge up``; it must exit and take its worker with it."""
+    assert _alive(worker_pid)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)  # raises TimeoutExpired if `optforge up` does not exit
+    _wait(lambda: not _alive(worker_pid), 30, "worker stopped", log)
+    assert "optforge up: stopped" in log.read_text()
+
+
+def _kill_leftovers(proc: subprocess.Popen[bytes], worker_pid: int | None) -> None:
+    for pid in (proc.pid, worker_pid):
+        if pid and _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
 def test_optforge_up_stops_its_worker_on_sigterm(data_dir: Path, tmp_path: Path) -> None:
     """``docker stop`` / systemd send SIGTERM: the worker must not be left behind."""
     log = tmp_path / "up.log"
@@ -87,16 +103,9 @@ def test_optforge_up_stops_its_worker_on_sigterm(data_dir: Path, tmp_path: Path)
     worker_pid = None
     try:
         worker_pid = _wait(lambda: _worker_pid(log), 120, "worker ready", log)
-        assert _alive(worker_pid)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)  # raises TimeoutExpired if `optforge up` does not exit
-        _wait(lambda: not _alive(worker_pid), 30, "worker stopped", log)
-        assert "optforge up: stopped" in log.read_text()
+        _stop_and_check(proc, worker_pid, signal.SIGTERM, log)
     finally:
-        for pid in (proc.pid, worker_pid):
-            if pid and _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        _kill_leftovers(proc, worker_pid)
 
 
 def test_optforge_up_runs_an_experiment_without_servers(data_dir: Path, tmp_path: Path) -> None:
@@ -133,13 +142,6 @@ def test_optforge_up_runs_an_experiment_without_servers(data_dir: Path, tmp_path
             assert metrics["run_id"] == body["runs"][0]["id"] and metrics["points"]
         worker_pid = _worker_pid(log)
         assert worker_pid, log.read_text()[-4000:]
-        assert _alive(worker_pid)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        proc.wait(timeout=60)  # raises TimeoutExpired if `optforge up` does not exit
-        _wait(lambda: not _alive(worker_pid), 30, "worker stopped", log)
-        assert "optforge up: stopped" in log.read_text()
+        _stop_and_check(proc, worker_pid, signal.SIGINT, log)  # Ctrl-C
     finally:
-        for pid in (proc.pid, worker_pid):
-            if pid and _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        _kill_leftovers(proc, worker_pid)
