@@ -26,6 +26,7 @@ unless the server runs with `OPTFORGE_AUTH_MODE=all`. Errors are `{"detail": "..
 
 def _v1_router() -> APIRouter:
     from api.routes import (
+        benchmarks,
         experiments,
         health,
         leaderboard,
@@ -37,7 +38,8 @@ def _v1_router() -> APIRouter:
     )
 
     v1 = APIRouter(prefix="/v1")
-    for module in (health, presets, workloads, recipes, experiments, runs, leaderboard, studies):
+    modules = (health, presets, workloads, recipes, experiments, runs, leaderboard, studies)
+    for module in (*modules, benchmarks):
         v1.include_router(module.router)
     return v1
 
@@ -52,8 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="optforge",
         version=optforge.__version__,
         description=DESCRIPTION,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
+        # Served by api.web.docs instead, guarded like the pages under auth_mode=all.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     if settings.database_url.startswith("sqlite"):
@@ -68,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _mount_web(app: FastAPI) -> None:
     from api.web import router as web_router
+    from api.web.docs import router as docs_router
 
+    app.include_router(docs_router)
     app.include_router(web_router)
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -6,6 +6,8 @@ The API, the scheduler and the reaper enqueue work through :func:`dispatch_run` 
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_RUN = "optforge.train_run"
 STUDY_TICK = "optforge.study_tick"
+BENCHMARK_TICK = "optforge.benchmark_tick"
 RUN_QUEUES = ("cpu", "gpu")
 # Short control tasks (study ticks, reaps): every worker consumes this queue too.
 CONTROL_QUEUE = "control"
@@ -96,6 +99,11 @@ def dispatch_study_tick(study_id: int) -> None:
     get_celery_client().send_task(STUDY_TICK, args=[int(study_id)], queue=CONTROL_QUEUE)
 
 
+def dispatch_benchmark_tick(benchmark_id: int) -> None:
+    """Enqueue ``optforge.benchmark_tick(benchmark_id)`` on the control queue."""
+    get_celery_client().send_task(BENCHMARK_TICK, args=[int(benchmark_id)], queue=CONTROL_QUEUE)
+
+
 def _mark_dispatched(run_id: int) -> None:
     """Record the send time, so the reaper re-sends only messages that may be lost."""
     from sqlalchemy import update
@@ -113,3 +121,53 @@ def _mark_dispatched(run_id: int) -> None:
             )
     except SQLAlchemyError as exc:  # the message is sent; the reaper falls back to created_at
         log.warning("could not record dispatch of run %s: %s", run_id, exc)
+
+
+# ------------------------------------------------------------------------------------------
+# which runs have a message in the broker (the reaper re-sends the others)
+# ------------------------------------------------------------------------------------------
+
+# kombu's Redis transport: a queue's messages live in lists ``queue`` and ``queue\x06\x16N``
+# (priority steps), messages delivered but not yet acked in the hash ``unacked``.
+_REDIS_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def pending_run_ids(settings: Settings | None = None) -> set[int] | None:
+    """Run ids that have a ``train_run`` message waiting or unacked in the broker.
+
+    None when the broker cannot be inspected (not Redis): the caller then falls back to the
+    slow timer ``redispatch_after_s``. Raises the client's error when Redis is unreachable.
+    """
+    settings = settings or get_settings()
+    if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    import redis
+
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+    try:
+        ids: set[int] = set()
+        for queue in RUN_QUEUES:
+            for suffix in _REDIS_PRIORITY_SUFFIXES:
+                ids.update(_run_id(raw) for raw in client.lrange(queue + suffix, 0, -1))
+        for raw in client.hvals("unacked"):
+            ids.add(_run_id(raw, unacked=True))
+    finally:
+        client.close()
+    ids.discard(-1)
+    return ids
+
+
+def _run_id(raw: bytes, unacked: bool = False) -> int:
+    """The run id of a raw kombu message (``-1`` for anything else)."""
+    try:
+        message = json.loads(raw)
+        if unacked:  # [message, exchange, routing_key]
+            message = message[0]
+        if message.get("headers", {}).get("task") != TRAIN_RUN:
+            return -1
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        return int(json.loads(body)[0][0])
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return -1

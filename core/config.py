@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_trials: int = 500  # per study
     max_parallelism: int = 64  # per study
     max_body_bytes: int = 1_000_000
+    # per benchmark: arms x horizons x (tuning budget + confirmation seeds)
+    max_benchmark_runs: int = 1000
 
     # --- auth --------------------------------------------------------------------------------
     # "writes": POST/cancel need a key (default); "all": reads too; "off": no keys at all.
@@ -50,7 +52,13 @@ class Settings(BaseSettings):
 
     # --- workers -----------------------------------------------------------------------------
     lease_seconds: int = 120  # a running run must renew its lease this often
-    reaper_interval_s: float = 30.0  # how often expired leases are looked for
+    reaper_interval_s: float = 20.0  # how often expired leases and lost messages are looked for
+    # A worker retries a transient database error (restart, dropped connection) this long,
+    # with backoff, before it gives the call up (the run is never failed for it).
+    db_retry_s: float = 60.0
+    # A queued run whose message is in neither the broker's queue nor its unacked set this long
+    # after its last dispatch is sent again (Redis only; other brokers: redispatch_after_s).
+    lost_message_grace_s: float = 30.0
     max_attempts: int = 3  # deliveries of one run before it is marked failed
     # A run still queued this long after its last dispatch is sent again by the reaper (a lost
     # message, e.g. Redis flushed); duplicates are harmless (the claim is atomic).
@@ -64,6 +72,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_url: str = ""  # printed to users; empty = http://api_host:api_port
+    # Signs web session cookies. Empty = a random secret generated once into
+    # data_dir/session_secret (set it explicitly when several API processes share sessions).
+    session_secret: str = ""
+    retry_after_s: int = 5  # Retry-After of a 503 while the database is unavailable
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

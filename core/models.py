@@ -1,7 +1,8 @@
 """ORM tables of record (SQLAlchemy 2 typed mapping).
 
 Table names never collide with Optuna's (``studies``, ``trials``, ``version_info``...): ours are
-``recipes, experiments, runs, run_metrics, api_keys, search_studies, search_trials``.
+``recipes, experiments, runs, run_metrics, api_keys, search_studies, search_trials,
+benchmarks, benchmark_cells``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -62,6 +64,29 @@ class StudyStatus(enum.StrEnum):
     failed = "failed"
 
 
+class BenchmarkStatus(enum.StrEnum):
+    running = "running"
+    completed = "completed"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class CellPhase(enum.StrEnum):
+    """A benchmark cell (one recipe at one horizon): tuning, then confirmation seeds."""
+
+    tuning = "tuning"
+    confirming = "confirming"
+    done = "done"
+    failed = "failed"
+
+
+#: How a run's final validation loss is measured (``runs.eval_protocol``). 1: the first
+#: ``eval_batches`` windows of the held-out split (before benchmarks); 2: the final evaluation
+#: on ``final_eval_batches`` batches strided across the whole held-out split. Stored results
+#: are reused only under the current protocol.
+EVAL_PROTOCOL = 2
+
+
 class TrialStatus(enum.StrEnum):
     running = "running"
     complete = "complete"
@@ -86,7 +111,22 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     prefix: Mapped[str] = mapped_column(String(16), index=True)  # shown to humans, not secret
     key_hash: Mapped[str] = mapped_column(String(128))  # sha256 of the full key
+    # An admin key may cancel or change what other keys own.
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebSession(Base):
+    """A web login (auth_mode=all): the cookie names it and is signed by the server secret;
+    logout or a revoked key ends it. Only a hash of the cookie's random token is stored."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -94,10 +134,14 @@ class Experiment(Base):
     """One submitted spec; it fans out into runs (recipes x seeds x lrs)."""
 
     __tablename__ = "experiments"
+    # Idempotency keys are per owner: two owners may use the same key.
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_experiments_owner_key"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     owner: Mapped[str | None] = mapped_column(String(128))
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     runs: Mapped[list[Run]] = relationship(back_populates="experiment")
 
@@ -144,6 +188,51 @@ class SearchTrial(Base):
     runs: Mapped[list[Run]] = relationship(back_populates="trial")
 
 
+class Benchmark(Base):
+    """A fair comparison: every arm tuned with the same budget per horizon, then confirmed on
+    fresh seeds (search/benchmarks.py); statistics are computed from the stored runs."""
+
+    __tablename__ = "benchmarks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    workload: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=BenchmarkStatus.running)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(16), default="api")  # api | cli | study
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cells: Mapped[list[BenchmarkCell]] = relationship(
+        back_populates="benchmark", order_by="BenchmarkCell.id"
+    )
+
+
+class BenchmarkCell(Base):
+    """One arm (recipe) at one horizon: an Optuna sub-study of ``budget`` trials on the tuning
+    seed, then the best config on every confirmation seed."""
+
+    __tablename__ = "benchmark_cells"
+    __table_args__ = (UniqueConstraint("benchmark_id", "arm", "horizon"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    benchmark_id: Mapped[int] = mapped_column(ForeignKey("benchmarks.id"), index=True)
+    arm: Mapped[int] = mapped_column(Integer)  # 0 = the baseline, then the spec's recipes
+    name: Mapped[str] = mapped_column(String(128))
+    recipe_id: Mapped[int] = mapped_column(ForeignKey("recipes.id"))  # the untuned recipe
+    horizon: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(16), default=CellPhase.tuning)
+    optuna_study_name: Mapped[str] = mapped_column(String(200), unique=True)
+    axes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # tunable ranges
+    # Optuna trial number (str) -> {"params", "run_id", "state", "value"}: our record of the
+    # sub-study, so reports never need Optuna.
+    trials: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    best: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"number", "params", "value"}
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    benchmark: Mapped[Benchmark] = relationship(back_populates="cells")
+    runs: Mapped[list[Run]] = relationship(back_populates="cell", order_by="Run.id")
+
+
 class Run(Base):
     """One seeded training run: the unit a worker claims, trains and records."""
 
@@ -155,11 +244,19 @@ class Run(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id"), index=True)
     trial_id: Mapped[int | None] = mapped_column(ForeignKey("search_trials.id"), index=True)
+    benchmark_cell_id: Mapped[int | None] = mapped_column(
+        ForeignKey("benchmark_cells.id"), index=True
+    )
+    bench_phase: Mapped[str | None] = mapped_column(String(8))  # "tune" | "confirm"
+    bench_trial: Mapped[int | None] = mapped_column(Integer)  # Optuna trial number (tune)
     recipe_id: Mapped[int] = mapped_column(ForeignKey("recipes.id"), index=True)
     workload: Mapped[str] = mapped_column(String(64))
     steps: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
     lr: Mapped[float] = mapped_column(Float)
+    # Linear warmup fraction of the schedule (None: the trainer's default, 0.1).
+    warmup_frac: Mapped[float | None] = mapped_column(Float)
+    eval_protocol: Mapped[int] = mapped_column(Integer, default=EVAL_PROTOCOL)
     queue: Mapped[str] = mapped_column(String(16), default="cpu")
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.queued, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -189,6 +286,7 @@ class Run(Base):
     recipe: Mapped[Recipe] = relationship()
     experiment: Mapped[Experiment | None] = relationship(back_populates="runs")
     trial: Mapped[SearchTrial | None] = relationship(back_populates="runs")
+    cell: Mapped[BenchmarkCell | None] = relationship(back_populates="runs")
 
 
 class RunMetric(Base):

@@ -49,6 +49,9 @@ class WorkloadSpec:
     target_loss: float | None  # val loss for steps-to-target (None: not tracked)
     expected_cpu_s_per_step: float | None  # measured on 2 CPU cores (None: GPU-sized)
     gpu_only: bool = False  # too big to train on CPU in reasonable time
+    # The final evaluation (the run's final_val_loss): this many batches strided across the
+    # whole held-out split, identical for every run of the workload (eval protocol 2).
+    final_eval_batches: int = 64
     options: dict[str, Any] = field(default_factory=dict)  # data-source options
 
     @property

@@ -12,6 +12,7 @@ __all__ = [
     "RecipeError",
     "UnknownNameError",
     "preset_names",
+    "recipe_model",
     "resolve_recipe",
     "state_bytes_on",
     "validate_recipe",
@@ -76,6 +77,11 @@ def _model(data: Any) -> Any:
         raise RecipeError(errors) from None
     except Exception as exc:  # noqa: BLE001 - user data must give a 422, never a 500
         raise RecipeError.at((), f"invalid recipe: {type(exc).__name__}: {exc}") from None
+
+
+def recipe_model(data: Any) -> Any:
+    """An ``optim_core.Recipe`` from a recipe dict (RecipeError with field paths on failure)."""
+    return _model(data)
 
 
 def _preset(name: str) -> Any:

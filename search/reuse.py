@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.models import Recipe, Run, RunStatus
+from core.models import EVAL_PROTOCOL, Recipe, Run, RunStatus
 
 #: Final-metric columns of a run (what a trainer result fills, and what a reuse copies).
 METRIC_COLUMNS = (
@@ -50,7 +50,11 @@ def upsert_recipe_row(
 
 
 def succeeded_twin(session: Session, run: Run) -> Run | None:
-    """The oldest succeeded run identical to ``run`` (recipe, workload, steps, seed, lr)."""
+    """The oldest succeeded run identical to ``run`` (recipe, workload, steps, seed, lr, warmup)
+    whose final loss was measured under the current evaluation protocol."""
+    warmup = Run.warmup_frac.is_(None) if run.warmup_frac is None else (
+        Run.warmup_frac == run.warmup_frac
+    )
     return session.scalars(
         select(Run)
         .where(
@@ -59,6 +63,8 @@ def succeeded_twin(session: Session, run: Run) -> Run | None:
             Run.steps == run.steps,
             Run.seed == run.seed,
             Run.lr == run.lr,
+            warmup,
+            Run.eval_protocol == EVAL_PROTOCOL,
             Run.status == RunStatus.succeeded,
         )
         .order_by(Run.id)

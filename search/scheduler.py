@@ -26,7 +26,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
 from core.models import (
@@ -45,10 +44,10 @@ from search.study_view import progress
 from search.suggest import params_to_design
 from search.trial_runs import (
     default_dispatch,
+    lock_row,
     new_run,
     now,
     requeue_stale,
-    rowcount,
     stale,
     upsert_recipe,
 )
@@ -235,19 +234,16 @@ def _work_to_do(study: SearchStudy, trials: list[SearchTrial]) -> bool:
 
 
 def _lock(session: Session, study_id: int) -> SearchStudy:
-    # An UPDATE takes a row lock on Postgres and the database write lock on SQLite, so two
-    # ticks of one study never interleave (SELECT ... FOR UPDATE is a no-op on SQLite).
-    result = session.execute(
-        update(SearchStudy).where(SearchStudy.id == study_id).values(status=SearchStudy.status)
-    )
-    if rowcount(result) == 0:
-        raise LookupError(f"no study {study_id}")
-    return session.scalars(
-        select(SearchStudy)
-        .where(SearchStudy.id == study_id)
-        .options(selectinload(SearchStudy.trials).selectinload(SearchTrial.runs))
-        .execution_options(populate_existing=True)
-    ).one()
+    try:
+        study: SearchStudy = lock_row(
+            session,
+            SearchStudy,
+            study_id,
+            selectinload(SearchStudy.trials).selectinload(SearchTrial.runs),
+        )
+    except LookupError:
+        raise LookupError(f"no study {study_id}") from None
+    return study
 
 
 def _optuna(study: SearchStudy, n_asked: int) -> Any:

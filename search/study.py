@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import time
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.space import DesignSpace
-from search.suggest import suggest_params
+from search.suggest import suggest_axes, suggest_params
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +164,18 @@ def open_study(
     """Create or load the Optuna twin of a study, with the sampler for this tick."""
     objs = check_objectives(objectives)
     directions = [optuna.study.StudyDirection.MINIMIZE] * len(objs)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=get_storage(_storage_url(url)),
         sampler=make_sampler(sampler, derive_seed(seed, n_asked)),
         directions=directions,
         load_if_exists=True,
     )
+    with warnings.catch_warnings():  # set_metric_names is "experimental" since Optuna 3.2
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if study.metric_names is None:  # optuna-dashboard labels the axes with these
+            study.set_metric_names(objs)
+    return study
 
 
 def reseed(study: optuna.Study, sampler: str, seed: int | None, n_asked: int) -> None:
@@ -182,6 +188,12 @@ def ask(study: optuna.Study, space: DesignSpace) -> tuple[int, dict[str, Any]]:
     trial = study.ask()
     params = suggest_params(trial, space)
     return trial.number, params
+
+
+def ask_axes(study: optuna.Study, axes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Ask one trial over flat axes (a benchmark's hyperparameter space); (number, params)."""
+    trial = study.ask()
+    return trial.number, suggest_axes(trial, axes)
 
 
 def _trial_id(study: optuna.Study, number: int) -> int:
@@ -198,17 +210,24 @@ def tell(
     reason: str | None = None,
     constraint: float | None = None,
     step: int | None = None,
+    intermediate: dict[int, float] | None = None,
+    user_attrs: dict[str, Any] | None = None,
 ) -> None:
     """Finish trial ``number``: state ``complete`` | ``pruned`` | ``failed`` (idempotent).
 
-    ``reason`` (failures) and ``step`` (where a pruned trial stopped) become user attributes,
-    visible in optuna-dashboard.
+    ``reason`` (failures), ``step`` (where a pruned trial stopped) and ``user_attrs`` (run id,
+    recipe hash, page URLs) become user attributes and ``intermediate`` (eval step -> val
+    loss) the trial's intermediate values: optuna-dashboard shows them as learning curves.
     """
     storage = study._storage  # noqa: SLF001
     trial_id = _trial_id(study, number)
     frozen = storage.get_trial(trial_id)
     if frozen.state.is_finished():
         return
+    for key, value in (user_attrs or {}).items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    for at_step, value in sorted((intermediate or {}).items()):
+        storage.set_trial_intermediate_value(trial_id, int(at_step), float(value))
     if reason:
         storage.set_trial_user_attr(trial_id, "fail_reason", reason[:500])
     if step is not None:
@@ -246,3 +265,36 @@ def trial_states(study: optuna.Study) -> dict[int, str]:
 def delete(name: str, url: str | None = None) -> None:
     """Remove a study from Optuna's storage (tests, cleanup)."""
     optuna.delete_study(study_name=name, storage=get_storage(_storage_url(url)))
+
+
+def param_importances(
+    name: str, objectives: list[str], url: str | None = None
+) -> dict[str, dict[str, float]]:
+    """Objective -> {param: importance} of a study's complete trials, by Optuna's fANOVA.
+
+    Empty when the study is not in the storage or has fewer than 3 complete trials (or no
+    parameter that varies across all of them); the page then says so.
+    """
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    try:
+        study = optuna.load_study(study_name=name, storage=get_storage(_storage_url(url)))
+    except KeyError:
+        return {}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 3:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for i, objective in enumerate(objectives):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tiny-sample notes of the evaluator
+            try:
+                scores = get_param_importances(
+                    study,
+                    evaluator=FanovaImportanceEvaluator(seed=0),
+                    target=lambda t, i=i: t.values[i],
+                )
+            except (ValueError, RuntimeError):  # no shared varying parameter
+                continue
+        out[objective] = {k: float(v) for k, v in scores.items()}
+    return out

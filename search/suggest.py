@@ -55,6 +55,11 @@ def _pick(trial: Any, name: str, axis: Any) -> Any:
     return trial.suggest_categorical(name, list(axis))
 
 
+def suggest_axes(trial: Any, axes: dict[str, Any]) -> dict[str, Any]:
+    """Suggest flat, independent axes (FloatRange | IntRange | list of choices) by name."""
+    return {name: _pick(trial, name, axis) for name, axis in axes.items()}
+
+
 class _Recorder:
     """Wraps a trial and records every suggested value (single choices included)."""
 

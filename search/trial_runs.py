@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.models import Recipe, Run, RunStatus, SearchTrial
@@ -33,6 +33,24 @@ def aware(ts: datetime | None) -> datetime | None:
 def rowcount(result: Any) -> int:
     """Rows matched by an UPDATE (a CursorResult)."""
     return int(result.rowcount)
+
+
+def lock_row(session: Session, model: Any, row_id: int, *options: Any) -> Any:
+    """Lock row ``row_id`` of ``model`` (a table with ``status``) and load it fresh.
+
+    An UPDATE takes a row lock on Postgres and the database write lock on SQLite, so two
+    scheduler ticks of one study or benchmark never interleave (SELECT ... FOR UPDATE is a
+    no-op on SQLite). Raises LookupError when the row does not exist.
+    """
+    result = session.execute(update(model).where(model.id == row_id).values(status=model.status))
+    if rowcount(result) == 0:
+        raise LookupError(f"no {model.__tablename__} row {row_id}")
+    return session.scalars(
+        select(model)
+        .where(model.id == row_id)
+        .options(*options)
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from core.config import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-TASK_MODULES = ["workers.tasks", "workers.study_tasks"]
+TASK_MODULES = ["workers.tasks", "workers.study_tasks", "workers.bench_tasks"]
 
 
 def worker_config(settings: Settings) -> dict[str, Any]:
@@ -112,13 +112,17 @@ _reaper_stop = threading.Event()
 
 
 def _reaper_loop(interval: float) -> None:
+    from core.db import is_transient
     from workers.reaper import reap_once
 
     while not _reaper_stop.wait(interval * random.uniform(0.8, 1.2)):
         try:
             counts = reap_once()
-        except Exception:  # noqa: BLE001 - keep reaping; the next pass may succeed
-            log.exception("reaper pass failed")
+        except Exception as exc:  # noqa: BLE001 - keep reaping; the next pass may succeed
+            if is_transient(exc):  # the database restarts: one line, not a traceback
+                log.warning("reaper pass skipped, database unavailable: %s", exc)
+            else:
+                log.exception("reaper pass failed")
             continue
         if any(counts.values()):
             log.info("reaper (pid %s): %s", os.getpid(), counts)

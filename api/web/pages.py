@@ -1,4 +1,5 @@
-"""Page routes: leaderboard, studies, runs, compare, recipes (server-rendered, read-only)."""
+"""Page routes: leaderboard, studies, runs, experiments, running now, compare, recipes
+(server-rendered, read-only), their CSV downloads and the offline Swagger UI at /docs."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.deps import SessionDep
-from api.web import auth, views
+from api.web import auth, bench_pages, views
 from api.web.render import not_found, render
 
 # Every page goes through the login check of ``auth.PageRoute`` (only in auth mode "all").
 router = APIRouter(include_in_schema=False, route_class=auth.PageRoute)
 router.include_router(auth.router)
+router.include_router(bench_pages.router)
 
 
 def _int(text: str | None) -> int | None:
@@ -35,7 +37,7 @@ def leaderboard_page(
 ) -> Response:
     """Leaderboard of recipes for one workload/steps with the loss-vs-memory Pareto plot."""
     ctx = views.leaderboard_view(session, workload or None, _int(steps), _page(page), sort)
-    return render(request, "leaderboard.html", ctx)
+    return render(request, "leaderboard.html", ctx, status_code=404 if ctx["unknown"] else 200)
 
 
 @router.get("/studies")
@@ -92,3 +94,126 @@ def recipe_page(
     except LookupError:
         return not_found(request, f"There is no recipe {recipe_hash!r}.")
     return render(request, "recipe.html", ctx)
+
+
+@router.get("/experiments/{experiment_id}")
+def experiment_page(request: Request, session: SessionDep, experiment_id: str) -> Response:
+    """One experiment: its spec, its runs with live status, curves with seed bands."""
+    from api.web.live import experiment_view
+
+    eid = _int(experiment_id)
+    try:
+        if eid is None:
+            raise LookupError
+        ctx = experiment_view(session, eid)
+    except LookupError:
+        return not_found(request, f"There is no experiment {experiment_id!r}.")
+    return render(request, "experiment.html", ctx)
+
+
+@router.get("/running")
+def running_page(request: Request, session: SessionDep) -> Response:
+    """Runs queued or running now (refreshes itself) and the last finished ones."""
+    from api.web.live import running_view
+
+    return render(request, "running.html", running_view(session))
+
+
+# --- CSV downloads (every row of a table, not one page) -----------------------------------
+
+
+@router.get("/leaderboard.csv")
+def leaderboard_csv(
+    session: SessionDep, workload: str | None = None, steps: str | None = None,
+    sort: str = "val_loss",
+) -> Response:  # fmt: skip
+    ctx = views.leaderboard_view(session, workload or None, _int(steps), 1, sort, everything=True)
+    name = f"leaderboard-{ctx['workload'] or 'none'}-{ctx['steps'] or 0}.csv"
+    return csv_export.csv_response(ctx["rows"], csv_export.BOARD_COLUMNS, name)
+
+
+@router.get("/studies.csv")
+def studies_csv(session: SessionDep) -> Response:
+    from search.study_view import list_studies
+
+    rows = [{**s, **s["progress"]} for s in list_studies(session, limit=10_000)]
+    return csv_export.csv_response(rows, csv_export.STUDY_COLUMNS, "studies.csv")
+
+
+@router.get("/studies/{study_id}/trials.csv")
+def trials_csv(request: Request, session: SessionDep, study_id: str) -> Response:
+    from search.study_view import study_detail, trial_dicts
+
+    sid = _int(study_id)
+    try:
+        if sid is None:
+            raise LookupError
+        objectives = study_detail(session, sid).get("objectives") or ["val_loss"]
+    except LookupError:
+        return not_found(request, f"There is no study {study_id!r}.")
+    rows, cols = csv_export.trial_csv(trial_dicts(session, sid), objectives)
+    return csv_export.csv_response(rows, cols, f"study-{sid}-trials.csv")
+
+
+@router.get("/experiments/{experiment_id}/runs.csv")
+def experiment_csv(request: Request, session: SessionDep, experiment_id: str) -> Response:
+    from api.web.live import experiment_view
+
+    eid = _int(experiment_id)
+    try:
+        if eid is None:
+            raise LookupError
+        runs = experiment_view(session, eid)["runs"]
+    except LookupError:
+        return not_found(request, f"There is no experiment {experiment_id!r}.")
+    rows = csv_export.run_csv_rows(runs)
+    return csv_export.csv_response(rows, csv_export.RUN_COLUMNS, f"experiment-{eid}-runs.csv")
+
+
+@router.get("/recipes/{recipe_hash}/runs.csv")
+def recipe_csv(request: Request, session: SessionDep, recipe_hash: str) -> Response:
+    try:
+        ctx = views.recipe_view(session, recipe_hash, 1, per_page=10_000)
+    except LookupError:
+        return not_found(request, f"There is no recipe {recipe_hash!r}.")
+    rows = csv_export.run_csv_rows({**r, "recipe": ctx["recipe"]} for r in ctx["runs"])
+    name = f"recipe-{recipe_hash[:10]}-runs.csv"
+    return csv_export.csv_response(rows, csv_export.RUN_COLUMNS, name)
+
+
+@router.get("/compare.csv")
+def compare_csv(session: SessionDep, runs: str = "") -> Response:
+    rows = csv_export.run_csv_rows(views.compare_view(session, views.parse_ids(runs))["runs"])
+    return csv_export.csv_response(rows, csv_export.RUN_COLUMNS, "compare-runs.csv")
+
+
+@router.get("/running.csv")
+def running_csv(session: SessionDep) -> Response:
+    from api.web.live import running_view
+
+    ctx = running_view(session)
+    rows = csv_export.run_csv_rows([*ctx["live"], *ctx["recent"]])
+    return csv_export.csv_response(rows, csv_export.RUN_COLUMNS, "running.csv")
+
+
+# --- /docs: Swagger UI from /static (vendored; works offline) -----------------------------
+
+docs_router = APIRouter(include_in_schema=False)
+
+
+@docs_router.get("/docs")
+def swagger_ui() -> Response:
+    """The interactive API docs with the vendored swagger-ui-dist (no CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="optforge API",
+        swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+        swagger_favicon_url="data:,",
+        swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": False},
+    )
+
+
+router.include_router(docs_router)  # public like /openapi.json (no login in auth mode "all")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from optforge.cli import api_cmds, demo_cmds, search_cmds, service_cmds, train_cmds
+from optforge.cli import api_cmds, bench_cmds, demo_cmds, search_cmds, service_cmds, train_cmds
 
 app = typer.Typer(
     name="optforge",
@@ -45,6 +45,7 @@ demo_cmds.register(app)
 service_cmds.register(app)
 search_cmds.register(app)
 api_cmds.register(app)
+bench_cmds.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,128 @@
+"""Benchmark pages: the list, one benchmark's claims table and plot, the confirmed board.
+
+Every number on these pages comes from ``search.bench_report`` (recomputed from stored runs);
+the page only arranges it: a table with mean ± 95 % CI, p-value, speedups with their
+intervals, state bytes and step-time ratio, and the loss-vs-horizon plot of every arm with its
+confidence band next to the baseline's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from api.deps import SessionDep
+from api.web import auth
+from api.web.render import not_found, render
+from core.workloads import WORKLOADS
+
+router = APIRouter(include_in_schema=False, route_class=auth.PageRoute)
+CSV_COLUMNS = (
+    "recipe", "arm", "horizon", "phase", "mean", "ci95_low", "ci95_high", "p_value",
+    "significant", "speedup_steps", "speedup_ci95_low", "speedup_ci95_high", "speedup_censored",
+    "time_speedup", "step_time_ratio", "state_bytes_per_param", "seeds", "final_val_loss",
+    "best_params",
+)  # fmt: skip
+
+
+def _id(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
+
+
+def horizon_plot(rep: dict[str, Any]) -> dict[str, Any]:
+    """Loss vs horizon (log steps) per arm: the mean line and its 95 % CI band."""
+    series: list[dict[str, Any]] = []
+    for arm in sorted({c["arm"] for c in rep["cells"]}):
+        cells = sorted((c for c in rep["cells"] if c["arm"] == arm and c["mean"] is not None),
+                       key=lambda c: c["horizon"])  # fmt: skip
+        if not cells:
+            continue
+        name = cells[0]["recipe"] + (" (baseline)" if arm == 0 else "")
+        series.append({"label": name, "group": name,
+                       "points": [[c["horizon"], c["mean"]] for c in cells]})  # fmt: skip
+        for edge, i in (("upper", 1), ("lower", 0)):
+            pts = [[c["horizon"], c["ci95"][i]] for c in cells]
+            series.append({"label": f"{name} {edge}", "group": name, "band": edge, "points": pts})
+    return {"kind": "curves", "x_label": "horizon (steps, log)", "y_label": "final val loss",
+            "x_log": True, "series": series}  # fmt: skip
+
+
+def _report(session: Session, benchmark_id: int) -> dict[str, Any]:
+    from search.bench_report import report
+
+    return report(session, benchmark_id)
+
+
+@router.get("/benchmarks")
+def benchmarks_page(request: Request, session: SessionDep) -> Response:
+    """Every benchmark, newest first."""
+    from search.bench_report import list_benchmarks
+
+    return render(request, "benchmarks.html", {"benchmarks": list_benchmarks(session)})
+
+
+@router.get("/benchmarks/{benchmark_id}")
+def benchmark_page(request: Request, session: SessionDep, benchmark_id: str) -> Response:
+    """One benchmark: claims table (mean ± CI, p, speedups), loss-vs-horizon plot."""
+    bid = _id(benchmark_id)
+    try:
+        if bid is None:
+            raise LookupError
+        rep = _report(session, bid)
+    except LookupError:
+        return not_found(request, f"There is no benchmark {benchmark_id!r}.")
+    cells = sorted(rep["cells"], key=lambda c: (c["horizon"], c["arm"]))
+    ctx = {"b": rep, "cells": cells, "plot": horizon_plot(rep)}
+    return render(request, "benchmark.html", ctx)
+
+
+@router.get("/benchmarks/{benchmark_id}/cells.csv")
+def benchmark_csv(request: Request, session: SessionDep, benchmark_id: str) -> Response:
+    """The claims table as CSV (one row per arm and horizon)."""
+    bid = _id(benchmark_id)
+    try:
+        if bid is None:
+            raise LookupError
+        rep = _report(session, bid)
+    except LookupError:
+        return not_found(request, f"There is no benchmark {benchmark_id!r}.")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for cell in rep["cells"]:
+        writer.writerow(csv_row(cell))
+    name = f"benchmark-{bid}.csv"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(out.getvalue(), media_type="text/csv", headers=headers)
+
+
+def csv_row(cell: dict[str, Any]) -> list[Any]:
+    ci = cell.get("ci95") or [None, None]
+    sp = cell.get("speedup") or {}
+    sp_ci = sp.get("ci95") or [None, None]
+    return [
+        cell["recipe"], cell["arm"], cell["horizon"], cell["phase"], cell["mean"], ci[0], ci[1],
+        cell["p_value"], cell["significant"], sp.get("steps"), sp_ci[0], sp_ci[1],
+        sp.get("censored"), cell["time_speedup"], cell["step_time_ratio"],
+        cell["state_bytes_per_param"], " ".join(map(str, cell["seeds"])),
+        " ".join(f"{v:.6f}" for v in cell["final_val_loss"]), cell["tuning"].get("best"),
+    ]  # fmt: skip
+
+
+@router.get("/confirmed")
+def confirmed_page(request: Request, session: SessionDep, workload: str | None = None) -> Response:
+    """The confirmed board: only benchmarked cells (claims), by horizon then mean loss."""
+    from search.bench_report import confirmed_board
+
+    name = workload or "shakespeare-lm"
+    if name not in WORKLOADS:
+        valid = ", ".join(WORKLOADS)
+        return not_found(request, f"There is no workload {name!r}; valid: {valid}.")
+    ctx = {"workload": name, "rows": confirmed_board(session, name), "workloads": list(WORKLOADS)}
+    return render(request, "confirmed.html", ctx)
