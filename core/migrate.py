@@ -36,6 +36,16 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
+def head() -> str:
+    """The newest revision of our migrations (what ``upgrade`` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations must have one head, found {heads}")
+    return str(heads[0])
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     """Migrate the database at ``url`` (default: settings) up to ``revision``."""
     command.upgrade(alembic_config(url), revision)

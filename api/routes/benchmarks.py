@@ -110,6 +110,29 @@ def cancel(benchmark_id: BenchmarkId, session: SessionDep, caller: CallerDep) ->
     return _report(session, benchmark_id)
 
 
+@router.get("/leaderboard/confirmed")
+def confirmed(
+    session: SessionDep,
+    _reader: ReaderDep,
+    workload: Annotated[str, Query(max_length=64)] = "shakespeare-lm",
+) -> dict[str, Any]:
+    """The confirmed view: only benchmarked cells (claims), by horizon then mean loss; the
+    plain leaderboard stays, and is exploratory."""
+    from core.workloads import WORKLOADS
+    from search.bench_report import confirmed_board
+
+    if workload not in WORKLOADS:
+        valid = ", ".join(WORKLOADS)
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"unknown workload {workload!r}; valid: {valid}"
+        )
+    return {
+        "workload": workload,
+        "evidence": "confirmed",
+        "rows": confirmed_board(session, workload),
+    }
+
+
 @router.post("/studies/{study_id}/benchmark", status_code=status.HTTP_202_ACCEPTED)
 def promote(
     study_id: StudyId, body: PromoteSpec, session: SessionDep, owner: WriterDep

@@ -95,28 +95,48 @@ def _execute(run_id: int) -> str:
 
 
 def _drive(bench_id: int, workers: int) -> None:
-    """Tick, train what the tick queued in ``workers`` processes, tick again, until done."""
-    import multiprocessing as mp
-
+    """Tick, train what the tick queued (``workers`` processes; 1 = this process), tick
+    again, until nothing is left to train."""
     from optforge.cli.train_common import stderr_console
+
+    with _Bar(stderr_console(), bench_id) as bar:
+        if workers == 1:
+            _init_worker()
+            drive_inline(bench_id, bar.update)
+        else:
+            _drive_pool(bench_id, workers, bar.update)
+
+
+def drive_inline(bench_id: int, report: Any = None) -> None:
+    """Train every run the benchmark asks for, one after the other, in this process."""
+    pending: list[int] = []
+    counts = _tick(bench_id, pending)
+    while pending:
+        _execute(pending.pop(0))
+        counts = _tick(bench_id, pending)
+        if report:
+            report(counts)
+
+
+def _drive_pool(bench_id: int, workers: int, report: Any) -> None:
+    import multiprocessing as mp
 
     pending: list[int] = []
     running: dict[Future[str], int] = {}
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-        with _Bar(stderr_console(), bench_id) as bar:
-            counts = _tick(bench_id, pending)
-            while pending or running:
-                while pending:
-                    run_id = pending.pop(0)
-                    running[pool.submit(_execute, run_id)] = run_id
-                done, _ = wait(list(running), timeout=2.0, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    running.pop(fut)
-                    fut.result()
-                if done:
-                    counts = _tick(bench_id, pending)
-                bar.update(counts)
+        counts = _tick(bench_id, pending)
+        while pending or running:
+            while pending:
+                run_id = pending.pop(0)
+                running[pool.submit(_execute, run_id)] = run_id
+            done, _ = wait(list(running), timeout=2.0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                running.pop(fut)
+                fut.result()
+            if done:
+                counts = _tick(bench_id, pending)
+            report(counts)
 
 
 def _tick(bench_id: int, pending: list[int]) -> dict[str, int]:
@@ -207,6 +227,11 @@ def speedup_text(sp: dict[str, Any] | None) -> str:
     return f"{mark}{sp['steps']:.2f}x [{lo:.2f}, {hi:.2f}]{'*' if sp.get('ci_censored') else ''}"
 
 
+def _censor_mark(cell: dict[str, Any]) -> str:
+    """``>``/``<`` when the cell's step speedup is only a bound (its time speedup is too)."""
+    return str((cell.get("speedup") or {}).get("censored") or "")
+
+
 def ci_text(cell: dict[str, Any]) -> str:
     if cell.get("mean") is None:
         return cell.get("phase") or "-"
@@ -236,7 +261,7 @@ def table_text(rep: dict[str, Any]) -> str:
             ci_text(cell),
             "-" if p is None else f"{p:.3g}{' sig' if cell.get('significant') else ''}",
             speedup_text(cell.get("speedup")),
-            _fmt(cell.get("time_speedup"), ".2f"),
+            _censor_mark(cell) + _fmt(cell.get("time_speedup"), ".2f"),
             _fmt(cell.get("step_time_ratio"), ".2f"),
             _fmt(cell.get("state_bytes_per_param"), ".2f"),
             _fmt(best.get("lr"), ".2e"),

@@ -119,6 +119,8 @@ APP_TABLES = {
     "api_keys",
     "search_studies",
     "search_trials",
+    "benchmarks",
+    "benchmark_cells",
 }
 
 

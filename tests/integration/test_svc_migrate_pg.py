@@ -7,14 +7,14 @@ from integration.fixtures_service import APP_TABLES, schema_diff, table_names
 
 
 def test_postgres_upgrade_matches_models_and_downgrades(postgres_available: None) -> None:
-    from core.migrate import VERSION_TABLE, current, downgrade, upgrade
+    from core.migrate import VERSION_TABLE, current, downgrade, head, upgrade
 
     url = make_pg_database("optforge_migrate_test")
     try:
         assert current(url) is None
         upgrade(url)
         assert APP_TABLES | {VERSION_TABLE} <= table_names(url)
-        assert current(url) == "0001"
+        assert current(url) == head()
         assert schema_diff(url) == []
         downgrade(url, "base")
         assert table_names(url) & APP_TABLES == set()

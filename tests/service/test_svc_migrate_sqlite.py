@@ -9,14 +9,14 @@ from integration.fixtures_service import table_names as tables
 
 
 def test_sqlite_upgrade_matches_models_and_downgrades(tmp_path: Path) -> None:
-    from core.migrate import VERSION_TABLE, current, downgrade, upgrade
+    from core.migrate import VERSION_TABLE, current, downgrade, head, upgrade
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     assert current(url) is None
     upgrade(url)
     assert APP_TABLES | {VERSION_TABLE} <= tables(url)
     assert "alembic_version" not in tables(url)  # Optuna owns that name
-    assert current(url) == "0001"
+    assert current(url) == head()
     assert schema_diff(url) == []
     upgrade(url)  # idempotent
     downgrade(url, "base")
@@ -27,11 +27,12 @@ def test_sqlite_upgrade_matches_models_and_downgrades(tmp_path: Path) -> None:
 def test_db_upgrade_cli_uses_settings(data_dir: Path) -> None:
     from typer.testing import CliRunner
 
+    from core.migrate import head
     from optforge.cli import app
 
     result = CliRunner().invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "0001" in result.output
+    assert head() in result.output
     assert APP_TABLES <= tables(f"sqlite:///{data_dir / 'optforge.db'}")
     result = CliRunner().invoke(app, ["db", "downgrade", "base"])
     assert result.exit_code == 0 and "None" in result.output

@@ -1,0 +1,101 @@
+"""A benchmark on PostgreSQL + Redis with real worker processes, one of them killed mid-run.
+
+The benchmark is created and handed to the workers by name (``optforge.benchmark_tick``), as
+``POST /v1/benchmarks`` does; the workers' ticks drive the tuning sub-studies and confirmation
+seeds. A worker is SIGKILLed while it trains a benchmark run: the reaper re-queues the run, a
+new worker finishes it, and the benchmark still completes with every cell's full budget.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SPEC: dict[str, Any] = {
+    "workload": "synthetic-lm",
+    "baseline": "adamw",
+    "recipes": ["sinkgd"],
+    "horizons": [20, 600],
+    "seeds": [1, 2, 3],
+    "tuning": {"budget": 2, "seed": 0, "parallelism": 2},
+}
+
+
+@pytest.fixture
+def fast_leases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPTFORGE_LEASE_SECONDS", "4")
+    monkeypatch.setenv("OPTFORGE_REAPER_INTERVAL_S", "1")
+    monkeypatch.setenv("OPTFORGE_MAX_ATTEMPTS", "3")
+
+
+def _start() -> int:
+    from core.broker import dispatch_benchmark_tick
+    from core.db import session_scope
+    from search.bench_scheduler import create_benchmark
+    from search.bench_spec import BenchmarkSpec
+
+    with session_scope() as session:
+        bid = create_benchmark(session, BenchmarkSpec.model_validate(SPEC)).id
+    dispatch_benchmark_tick(bid)
+    return bid
+
+
+def _running_long_run() -> int | None:
+    """A running 600-step benchmark run that has written curve points."""
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.models import Run, RunMetric
+
+    with session_scope() as s:
+        return s.scalars(
+            select(Run.id)
+            .join(RunMetric, RunMetric.run_id == Run.id)
+            .where(Run.status == "running", Run.steps == 600, Run.benchmark_cell_id.is_not(None))
+            .limit(1)
+        ).first()
+
+
+def _wait(predicate: Any, timeout_s: float, what: str, workers: list[Any]) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    logs = "\n".join(w.log()[-4000:] for w in workers)
+    raise AssertionError(f"{what} not reached after {timeout_s}s\n{logs}")
+
+
+def _report(bid: int) -> dict[str, Any]:
+    from core.db import session_scope
+    from search.bench_report import report
+
+    with session_scope() as s:
+        return report(s, bid)
+
+
+def test_benchmark_survives_a_killed_worker(
+    fast_leases: None, service_env: Any, migrated_db: str, start_worker: Any
+) -> None:
+    victim, other = start_worker(), start_worker()
+    bid = _start()
+    run_id = _wait(_running_long_run, 180, "a running 600-step run", [victim, other])
+    victim.kill(signal.SIGKILL)
+    rescuer = start_worker()
+    workers = [victim, other, rescuer]
+    _wait(lambda: _report(bid)["status"] == "completed", 420, "benchmark completed", workers)
+    rep = _report(bid)
+    assert {c["phase"] for c in rep["cells"]} == {"done"}
+    assert all(c["tuning"]["trials"] == c["tuning"]["told"] == 2 for c in rep["cells"])
+    assert all(len(c["final_val_loss"]) == 3 for c in rep["cells"])
+    from integration.fixtures_service import run_rows
+
+    (row,) = run_rows([run_id])
+    assert row["status"] == "succeeded" and row["attempts"] >= 2, row
+    assert row["metrics"] == row["distinct_steps"]

@@ -1,0 +1,141 @@
+"""A small benchmark on synthetic-lm through the embedded default (CLI, scheduler, worker body).
+
+The arms are the baseline (adamw), the very same recipe again, and sinkgd, so the report must
+give the identical arm a speedup of about 1 with an interval containing 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+SPEC = {
+    "workload": "synthetic-lm",
+    "baseline": "adamw",
+    "recipes": ["adamw", "sinkgd"],
+    "horizons": [10, 30],
+    "seeds": [1, 2, 3],
+    "tuning": {"budget": 2, "seed": 0, "sampler": "tpe"},
+}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Run the benchmark once with ``optforge benchmark SPEC --json --workers 1``."""
+    from conftest import reset_settings_caches
+    from typer.testing import CliRunner
+
+    from optforge.cli import app
+
+    root = tmp_path_factory.mktemp("bench")
+    spec = root / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPTFORGE_DATA_DIR", str(root / "data"))
+        for var in ("OPTFORGE_DATABASE_URL", "OPTFORGE_BROKER_URL", "OPTFORGE_OPTUNA_STORAGE_URL"):
+            mp.delenv(var, raising=False)
+        reset_settings_caches()
+        result = CliRunner().invoke(app, ["benchmark", str(spec), "--json", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        yield {"report": json.loads(result.stdout), "root": root}
+        reset_settings_caches()
+
+
+def _runs(root: Path) -> list[dict[str, Any]]:
+    import sqlite3
+
+    con = sqlite3.connect(root / "data" / "optforge.db")
+    con.row_factory = sqlite3.Row
+    rows = con.execute(
+        "SELECT r.*, c.arm, c.horizon AS cell_horizon FROM runs r "
+        "JOIN benchmark_cells c ON r.benchmark_cell_id = c.id"
+    ).fetchall()
+    con.close()
+    return [dict(r) for r in rows]
+
+
+def test_every_cell_got_the_same_tuning_budget(bench: dict[str, Any]) -> None:
+    rep = bench["report"]
+    assert rep["status"] == "completed"
+    assert len(rep["cells"]) == 3 * 2
+    for cell in rep["cells"]:
+        assert cell["phase"] == "done"
+        assert cell["tuning"]["trials"] == cell["tuning"]["told"] == SPEC["tuning"]["budget"]
+    tune = [r for r in _runs(bench["root"]) if r["bench_phase"] == "tune"]
+    per_cell: dict[tuple[int, int], int] = {}
+    for r in tune:
+        key = (r["arm"], r["cell_horizon"])
+        per_cell[key] = per_cell.get(key, 0) + 1
+    assert set(per_cell.values()) == {2}, per_cell
+    assert all(r["steps"] == r["cell_horizon"] for r in tune)  # re-tuned at its own horizon
+
+
+def test_confirmation_seeds_are_disjoint_from_the_tuning_seed(bench: dict[str, Any]) -> None:
+    runs = _runs(bench["root"])
+    assert {r["seed"] for r in runs if r["bench_phase"] == "tune"} == {0}
+    confirm = [r for r in runs if r["bench_phase"] == "confirm"]
+    assert {r["seed"] for r in confirm} == {1, 2, 3}
+    assert len(confirm) == 6 * 3
+
+
+def test_statistics_recomputed_from_stored_runs_match_the_report(bench: dict[str, Any]) -> None:
+    runs = [r for r in _runs(bench["root"]) if r["bench_phase"] == "confirm"]
+    by_cell: dict[tuple[int, int], list[float]] = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        by_cell.setdefault((r["arm"], r["cell_horizon"]), []).append(r["final_val_loss"])
+    for cell in bench["report"]["cells"]:
+        losses = by_cell[(cell["arm"], cell["horizon"])]
+        assert cell["final_val_loss"] == pytest.approx(losses)
+        assert cell["mean"] == pytest.approx(np.mean(losses))
+        lo, hi = stats.t.interval(0.95, 2, loc=np.mean(losses), scale=stats.sem(losses))
+        assert cell["ci95"] == pytest.approx([lo, hi])
+        if cell["arm"] == 0:
+            assert cell["p_value"] is None
+            continue
+        base = by_cell[(0, cell["horizon"])]
+        if np.std(base) == 0 and np.std(losses) == 0:
+            continue
+        want = stats.ttest_ind(losses, base, equal_var=False).pvalue
+        assert cell["p_value"] == pytest.approx(want)
+
+
+def test_baseline_and_identical_arm_have_speedup_one(bench: dict[str, Any]) -> None:
+    cells = bench["report"]["cells"]
+    for cell in (c for c in cells if c["arm"] in (0, 1)):
+        sp = cell["speedup"]
+        assert sp["steps"] == pytest.approx(1.0, abs=1e-6), cell
+        assert sp["ci95"][0] <= 1.0 <= sp["ci95"][1], cell
+    twin = {c["horizon"]: c for c in cells if c["arm"] == 1}
+    for cell in (c for c in cells if c["arm"] == 0):  # same space, seed and sampler: same pick
+        assert twin[cell["horizon"]]["tuning"]["best"] == cell["tuning"]["best"]
+        assert twin[cell["horizon"]]["recipe"] == "adamw#1"
+
+
+def test_report_has_costs_and_the_confirmed_board_lists_it(bench: dict[str, Any]) -> None:
+    from search.bench_stats import time_speedup
+
+    for cell in bench["report"]["cells"]:
+        assert cell["state_bytes_per_param"] > 0
+        assert cell["step_time_s"] > 0 and cell["step_time_ratio"] > 0
+        want = time_speedup(cell["speedup"]["steps"], cell["step_time_s"], _base_time(bench))
+        assert cell["time_speedup"] == pytest.approx(want)
+        assert set(cell["tuning"]["best"]) >= {"lr", "weight_decay", "warmup_frac"}
+    sink = [c for c in bench["report"]["cells"] if c["recipe"] == "sinkgd"]
+    assert all("beta2" in c["tuning"]["axes"] for c in sink)  # its AdamW routes are tuned too
+
+
+def _base_time(bench: dict[str, Any]) -> float:
+    base = [c for c in bench["report"]["cells"] if c["arm"] == 0]
+    runs = [r for r in _runs(bench["root"]) if r["bench_phase"] == "confirm" and r["arm"] == 0]
+    from core.workloads import get_workload
+
+    tokens = get_workload("synthetic-lm").tokens_per_step
+    assert len(runs) == 3 * len(base)
+    return float(np.mean([tokens / r["tokens_per_s"] for r in runs]))
