@@ -211,8 +211,8 @@ def _tune(
     opt = ostudy.open_study(
         cell.optuna_study_name, OBJECTIVES, tuning.sampler, tuning.seed, len(trials)
     )
-    for number in untold:
-        _tell(opt, trials[number], runs[int(number)])
+    for key in untold:
+        _tell(opt, trials[key], runs[int(key)])
     dispatch: list[int] = []
     again = bool(untold)
     pipeline = pipeline_form(cell_recipe(session, cell)) if room > 0 else {}

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +89,7 @@ class Speedup:
 def speedup(
     losses: Sequence[float],
     horizon: int,
-    baseline: dict[int, Sequence[float]],
+    baseline: Mapping[int, Sequence[float]],
     draws: int = BOOTSTRAP_DRAWS,
     seed: int = BOOTSTRAP_SEED,
 ) -> Speedup:
@@ -98,16 +98,20 @@ def speedup(
     arms = sorted((h, np.asarray(v, dtype=float)) for h, v in baseline.items())
     point = steps_to_reach(float(np.mean(losses)), [(h, float(v.mean())) for h, v in arms])
     rng = np.random.default_rng(seed)
-    x = np.asarray(losses, dtype=float)
+    means = _boot_means(rng, np.asarray(losses, dtype=float), draws)
+    curves = [(h, _boot_means(rng, v, draws)) for h, v in arms]
     samples, censored = [], False
-    for _ in range(draws):
-        mean = float(rng.choice(x, size=len(x)).mean())
-        boot = [(h, float(rng.choice(v, size=len(v)).mean())) for h, v in arms]
-        reach = steps_to_reach(mean, boot)
+    for b in range(draws):
+        reach = steps_to_reach(float(means[b]), [(h, float(m[b])) for h, m in curves])
         censored = censored or reach.censored is not None
         samples.append(reach.steps / horizon)
     low, high = np.percentile(samples, [2.5, 97.5])
     return Speedup(point.steps / horizon, (float(low), float(high)), point.censored, censored)
+
+
+def _boot_means(rng: np.random.Generator, x: np.ndarray, draws: int) -> np.ndarray:
+    """Means of ``draws`` resamples of ``x`` with replacement (one vectorised draw)."""
+    return np.asarray(x[rng.integers(0, len(x), size=(draws, len(x)))].mean(axis=1))
 
 
 def time_speedup(steps_speedup: float, step_time: float, baseline_step_time: float) -> float:

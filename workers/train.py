@@ -19,15 +19,15 @@ import resource
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from workers.data import Batches
+from workers.train_types import Callbacks, MetricPoint, Status, TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     import optim_core
@@ -41,71 +41,6 @@ __all__ = [
     "run_workload",
     "train",
 ]
-
-Status = Literal["succeeded", "diverged", "cancelled", "pruned"]
-
-
-@dataclass
-class TrainConfig:
-    """Everything about the loop that is not the model, the optimizer or the data."""
-
-    steps: int  # optimizer steps
-    seed: int = 0  # seeds torch's global RNG (optimizer randomness); init/data are seeded upstream
-    warmup_frac: float = 0.1  # linear warmup from 0 over this fraction of steps (GaLore)
-    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak lr (GaLore)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    grad_clip: float | None = None  # max global grad norm; None/0 = off (GaLore: off)
-    eval_every: int = 50  # steps between held-out evaluations (the last step always evaluates)
-    log_every: int = 10  # steps between curve points / on_step / cancellation checks
-    target_loss: float | None = None  # val loss for steps-to-target
-    explode_factor: float = 4.0  # train loss > factor * first loss counts as diverged
-    device: str = "cpu"
-    bf16_autocast: bool = True  # on CUDA only; weights stay fp32
-
-
-@dataclass
-class MetricPoint:
-    """One point of the curve (one row of ``run_metrics``; ``step`` is unique)."""
-
-    step: int
-    tokens: int
-    elapsed_s: float
-    train_loss: float | None  # mean over the steps since the previous point
-    val_loss: float | None  # set on evaluation points
-    lr: float  # largest param-group lr in this step (after the schedule)
-
-
-@dataclass
-class Callbacks:
-    """Hooks into a run. ``on_step`` sees every curve point (every ``log_every`` steps and
-    evaluations); ``on_eval`` sees evaluation points and may return ``"prune"``;
-    ``should_cancel`` is polled at every curve point."""
-
-    on_step: Callable[[MetricPoint], None] | None = None
-    on_eval: Callable[[MetricPoint], str] | None = None
-    should_cancel: Callable[[], bool] | None = None
-
-
-@dataclass
-class TrainResult:
-    status: Status
-    final_val_loss: float | None  # last evaluation (None if diverged or never evaluated)
-    steps: int  # optimizer steps taken
-    stopped_step: int | None  # step where a diverged/cancelled/pruned run stopped
-    steps_to_target: int | None  # first eval step with val loss <= target (None: not reached)
-    target_loss: float | None
-    tokens_per_s: float  # training tokens / (wall time - evaluations - callbacks)
-    wall_s: float  # the whole call, evaluations included
-    state_bytes: int  # measured optimizer state (optim_core.measure_state_bytes)
-    n_params: int
-    state_bytes_per_param: float
-    peak_mem_bytes: int  # CUDA max allocated, else the process's peak RSS
-    curve: list[MetricPoint] = field(default_factory=list)
-    env: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 # --------------------------------------------------------------------------------------------
 # small pure functions
@@ -420,15 +355,23 @@ def run_workload(
     dev = device or default_device()
     data = load_data(spec, seed, Path(cache_dir), Path(data_path) if data_path else None)
     model = build_model(spec.model, seed=seed).to(dev)
-    optimizer = optim_core.build(resolve_recipe(recipe), model, lr=lr)
+    optimizer = optim_core.build(resolve_recipe(recipe), model, lr=lr, model_facts=spec.model)
+    config = workload_config(spec, n_steps, seed, dev, warmup_frac)
+    return train(model, optimizer, data, config, callbacks)
+
+
+def workload_config(
+    spec: Any, steps: int, seed: int, device: str, warmup_frac: float | None = None
+) -> TrainConfig:
+    """The loop settings of a run of workload ``spec`` (``warmup_frac`` None: the default)."""
     config = TrainConfig(
-        steps=n_steps,
+        steps=steps,
         seed=seed,
-        eval_every=min(spec.eval_every, n_steps),
+        eval_every=min(spec.eval_every, steps),
         log_every=max(1, min(10, spec.eval_every)),
         target_loss=spec.target_loss,
-        device=dev,
+        device=device,
     )
     if warmup_frac is not None:
         config.warmup_frac = warmup_frac
-    return train(model, optimizer, data, config, callbacks)
+    return config

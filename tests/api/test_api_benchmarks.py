@@ -159,3 +159,35 @@ def test_confirmed_view_lists_only_benchmarked_cells(
     assert resp.status_code == 200
     assert resp.json() == {"workload": W, "evidence": "confirmed", "rows": []}
     assert client.get("/v1/leaderboard/confirmed?workload=nope").status_code == 404
+
+
+def test_cli_submit_posts_the_spec_and_bad_specs_fail_in_one_line(
+    client: TestClient,
+    auth: dict[str, str],
+    ticks: list[int],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+    import yaml
+    from typer.testing import CliRunner
+
+    from optforge.cli import app
+
+    def post(url: str, json: Any, headers: dict[str, str], timeout: float) -> Any:
+        assert url.endswith("/v1/benchmarks")
+        return client.post("/v1/benchmarks", json=json, headers=headers)
+
+    monkeypatch.setattr(httpx, "post", post)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    key = auth["Authorization"].split()[1]
+    ok = CliRunner().invoke(app, ["benchmark", str(spec), "--submit", "--key", key])
+    assert ok.exit_code == 0, ok.output
+    assert "benchmark 1 accepted" in ok.output and "/benchmarks/1" in ok.output
+    spec.write_text(yaml.safe_dump({**SPEC, "seeds": [1]}))
+    refused = CliRunner().invoke(app, ["benchmark", str(spec), "--submit", "--key", key])
+    assert refused.exit_code == 1 and "error 422" in refused.output
+    local = CliRunner().invoke(app, ["benchmark", str(spec)])  # embedded: validated before work
+    assert local.exit_code == 2 and "at least 3 confirmation seeds" in local.output
+    assert "Traceback" not in local.output
