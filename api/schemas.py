@@ -7,7 +7,7 @@ Experiment bodies are ``search.experiments.ExperimentCreate``; study bodies are
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -170,3 +170,5 @@ class LeaderboardPublic(_Public):
     total: int
     rows: list[LeaderboardRowPublic]
     boards: list[dict[str, Any]]  # (workload, steps) pairs with results, when not given
+    # Runs as submitted, no equal tuning budget: never a claim (claims: /v1/leaderboard/confirmed)
+    evidence: Literal["exploratory"] = "exploratory"
