@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
@@ -54,8 +55,10 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create_api_key(session: Session, name: str) -> str:
+def create_api_key(session: Session, name: str, admin: bool = False) -> str:
     """Insert a key named ``name`` and return its plaintext (shown once, never stored).
+
+    An ``admin`` key may also cancel what other keys own.
 
     Raises:
         ValueError: the name is empty or already used.
@@ -66,7 +69,7 @@ def create_api_key(session: Session, name: str) -> str:
     if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise ValueError(f"an API key named {name!r} already exists")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(name=name, prefix=key[:12], key_hash=hash_key(key)))
+    session.add(ApiKey(name=name, prefix=key[:12], key_hash=hash_key(key), is_admin=admin))
     session.flush()
     return key
 
@@ -127,3 +130,40 @@ def require_read(
 
 WriterDep = Annotated[str | None, Depends(require_write)]
 ReaderDep = Annotated[str | None, Depends(require_read)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends a write: the key's name and admin flag (``name`` None: auth is off)."""
+
+    name: str | None
+    admin: bool = False
+
+    def may_change(self, owner: str | None) -> bool:
+        """Owners change their own records, admin keys anyone's; with auth off, everyone."""
+        return self.name is None or self.admin or owner == self.name
+
+
+def require_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """The caller of a write that changes an existing record (cancel): name and admin flag."""
+    if app_settings(request).auth_mode == "off":
+        return Caller(None)
+    with request_sessionmaker(request)() as session:
+        row = verified_key(session, presented_key(authorization, x_api_key))
+        return Caller(row.name, bool(row.is_admin))
+
+
+def ensure_owner(caller: Caller, owner: str | None, what: str) -> None:
+    """403 unless ``caller`` may change ``what`` (owned by ``owner``)."""
+    if not caller.may_change(owner):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"{what} belongs to another key; only its owner or an admin key may change it",
+        )
+
+
+CallerDep = Annotated[Caller, Depends(require_caller)]

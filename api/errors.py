@@ -12,7 +12,8 @@ from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -123,12 +124,30 @@ async def _data_handler(_req: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def unavailable_response(retry_after_s: int, what: str = "the database") -> JSONResponse:
+    """503 with Retry-After: the service, not the request, is at fault; try again soon."""
+    return JSONResponse(
+        error_body(f"{what} is unavailable; retry in {retry_after_s} s"),
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+async def _unavailable_handler(req: Request, exc: Exception) -> JSONResponse:
+    # A restarting server, a dropped connection, a full pool: never a 500 for the client.
+    log.warning("database unavailable for %s %s: %s", req.method, req.url.path, exc)
+    settings = getattr(req.app.state, "settings", None)
+    return unavailable_response(int(getattr(settings, "retry_after_s", 5)))
+
+
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(HTTPException, _http_handler)
     app.add_exception_handler(StarletteHTTPException, _route_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)
     app.add_exception_handler(DataError, _data_handler)
+    for exc_type in (OperationalError, InterfaceError, PoolTimeoutError):
+        app.add_exception_handler(exc_type, _unavailable_handler)
 
 
 class BodySizeLimit:
@@ -181,3 +200,129 @@ class BodySizeLimit:
 
 async def _empty_receive() -> Message:
     return {"type": "http.disconnect"}
+
+
+# ------------------------------------------------------------------------------------------
+# JSON bodies: strict parsing before FastAPI sees them
+# ------------------------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 64
+MAX_INT_DIGITS = 100  # far above any id or count; Python refuses > 4300 digits anyway
+
+
+class JsonBodyError(ValueError):
+    """A JSON body refused before validation; ``field`` is its path (``body.recipes.0``)."""
+
+    def __init__(self, msg: str, field: str = "body") -> None:
+        super().__init__(msg)
+        self.field = field
+
+
+def _no_constant(name: str) -> Any:
+    raise JsonBodyError(f"{name} is not a number JSON allows (finite numbers only)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise JsonBodyError(f"number {text[:40]} is out of range (finite numbers only)")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise JsonBodyError(f"integer with {len(text)} digits is out of range")
+    return int(text)
+
+
+def check_json_body(raw: bytes) -> None:
+    """Raise JsonBodyError for a body FastAPI would take but we refuse: invalid UTF-8,
+    malformed JSON, NaN/Infinity/overflowing numbers, huge integers, nesting deeper than
+    ``MAX_JSON_DEPTH``, NUL characters in any string (keys too)."""
+    import json
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonBodyError(f"body is not valid UTF-8 (byte {exc.start})") from exc
+    try:
+        doc = json.loads(
+            text, parse_constant=_no_constant, parse_float=_finite, parse_int=_bounded_int
+        )
+    except RecursionError as exc:
+        raise JsonBodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from exc
+    except json.JSONDecodeError as exc:
+        raise JsonBodyError(
+            f"invalid JSON: {exc.msg} at line {exc.lineno} col {exc.colno}"
+        ) from exc
+    _walk(doc)
+
+
+def _walk(doc: Any) -> None:
+    """Depth and NUL checks without recursion (the path names the offending field)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(doc, ("body",))]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            raise JsonBodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, str) and "\x00" in node:
+            raise JsonBodyError("text must not contain NUL characters", _loc_str(path))
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if "\x00" in key:
+                    raise JsonBodyError("keys must not contain NUL characters", _loc_str(path))
+                stack.append((value, (*path, key)))
+        elif isinstance(node, list):
+            stack.extend((value, (*path, i)) for i, value in enumerate(node))
+
+
+def _is_json(headers: dict[bytes, bytes]) -> bool:
+    ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    return not ctype or ctype.endswith(b"json")
+
+
+class JsonGuard:
+    """Answer 422 (the error envelope) for a JSON body :func:`check_json_body` refuses.
+
+    Install it inside :class:`BodySizeLimit`, which bounds what this buffers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        if not _is_json(dict(scope.get("headers") or [])):
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        body = bytearray()
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        if body:
+            try:
+                check_json_body(bytes(body))
+            except JsonBodyError as exc:
+                await _json_error(exc, send)
+                return
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _json_error(exc: JsonBodyError, send: Send) -> None:
+    err = {"field": exc.field, "msg": str(exc), "type": "json_invalid"}
+    resp = JSONResponse(
+        error_body(f"invalid request: {exc.field}: {exc}", [err]),
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+    await resp({"type": "http"}, _empty_receive, send)

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.errors import BodySizeLimit, install_handlers
+from api.errors import BodySizeLimit, JsonGuard, install_handlers
 from core.config import Settings, get_settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
@@ -25,6 +25,7 @@ unless the server runs with `OPTFORGE_AUTH_MODE=all`. Errors are `{"detail": "..
 
 
 def _v1_router() -> APIRouter:
+    from api.error_docs import READ_CODES, WRITE_CODES, responses
     from api.routes import (
         benchmarks,
         experiments,
@@ -38,9 +39,11 @@ def _v1_router() -> APIRouter:
     )
 
     v1 = APIRouter(prefix="/v1")
-    modules = (health, presets, workloads, recipes, experiments, runs, leaderboard, studies)
-    for module in (*modules, benchmarks):
-        v1.include_router(module.router)
+    v1.include_router(health.router)  # declares its own 503 (the health body, degraded)
+    for module in (presets, workloads, leaderboard):
+        v1.include_router(module.router, responses=responses(READ_CODES))
+    for module in (recipes, experiments, runs, studies, benchmarks):
+        v1.include_router(module.router, responses=responses(WRITE_CODES))
     return v1
 
 
@@ -64,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.ensure_dirs()
     app.state.sessionmaker = get_sessionmaker(settings.database_url)
     install_handlers(app)
+    app.add_middleware(JsonGuard)  # inner: sees only bodies within the size limit
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(_v1_router())
     _mount_web(app)

@@ -7,7 +7,14 @@ optimizer gets the same fixed random gradients; ``--warmup`` steps (which includ
 projector SVD / torch.compile) are not timed; the table shows the median of ``--iters`` steps,
 taken alternately for a preset and its references (same machine load for both).
 GaLore-type projectors refresh every 200 steps, so the timed steps exclude the SVD (identically
-for ours and the references).
+for ours and the references). The first step of each optimizer is reported on its own
+(``first_ms``: state allocation, first SVD, and ``torch.compile`` when ``--compile on``).
+
+Bandwidth bound: every step must at least read the gradient, read and write the parameter and
+read and write each optimizer-state byte once, so ``bytes = n·(2·param + grad bytes) +
+2·state_bytes``; ``bound_ms = bytes / triad bandwidth`` (``a = b + s·c`` on 64 MiB fp32 arrays,
+measured in the same process and thread count); ``× bound`` = step ms / bound ms (torch AdamW
+fp32 touches 28 B/param).
 
     .venv/bin/python bench/optimizer_step.py --out /tmp/optimizer_step.json            # CPU
     .venv/bin/python bench/optimizer_step.py --device cuda --layers 8 --vocab 32000     # GPU, bf16
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -29,6 +37,7 @@ from typing import Any
 import torch
 
 import optim_core
+from optim_core import fused
 from optim_core.compile import label_of
 from optim_core.testing import llama_shapes
 
@@ -158,6 +167,8 @@ def references(with_torchao: bool) -> dict[str, list[tuple[str, RefFactory]]]:
         "apollo_mini": [("apollo-torch APOLLOAdamW (mini)", _apollo(mini=True))],
         "adamw_8bit": [("bitsandbytes AdamW8bit", _bnb8)],
     }
+    refs["q_galore"] = [("galore-torch GaLoreAdamW", _galore)]
+    refs["cosmos"] = [("torch Muon + AdamW", _muon)]
     if with_torchao:
         refs["adamw_8bit"].append(("torchao AdamW8bit (compiled)", _torchao("AdamW8bit")))
         refs["adamw_4bit"] = [("torchao AdamW4bit (compiled)", _torchao("AdamW4bit"))]
@@ -169,21 +180,45 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def triad_gbps(device: str, clock: Callable[[], float], n: int = 1 << 24, reps: int = 5) -> float:
+    """STREAM-style triad ``a = b + s·c`` (fp32, 3 arrays of ``n``): best GB/s of ``reps``."""
+    b, c = torch.rand(n, device=device), torch.rand(n, device=device)
+    a = torch.empty_like(b)
+    best = math.inf
+    for _ in range(reps + 1):
+        _sync(device)
+        start = clock()
+        torch.add(b, c, alpha=0.5, out=a)
+        _sync(device)
+        best = min(best, clock() - start)
+    return 3 * 4 * n / best / 1e9
+
+
+def bytes_touched(opt: torch.optim.Optimizer, n_params: int, param_bytes: int) -> int:
+    """Minimum traffic of one step: grad read, param read+write, every state byte read+written."""
+    return n_params * 3 * param_bytes + 2 * optim_core.measure_state_bytes(opt)
+
+
 def time_interleaved(
     runs: list[list[torch.optim.Optimizer]],
     device: str,
     warmup: int,
     iters: int,
     clock: Callable[[], float] = time.perf_counter,
+    first: list[float] | None = None,
 ) -> list[float]:
     """Median wall time (ms) of one ``step()`` of each entry of ``runs`` (each a list of
     optimizers stepped together). Steps alternate between the entries so that all of them see
-    the same machine load (the CPU of a shared box is noisy)."""
-    for _ in range(warmup):
+    the same machine load (the CPU of a shared box is noisy). ``first`` receives the time (ms)
+    of each entry's first step (compile time, first SVD), which is never among the timed ones."""
+    for i in range(max(warmup, 1)):
         for opts in runs:
+            start = clock()
             for opt in opts:
                 opt.step()
-    _sync(device)
+            _sync(device)
+            if i == 0 and first is not None:
+                first.append((clock() - start) * 1e3)
     times: list[list[float]] = [[] for _ in runs]
     for _ in range(iters):
         for j, opts in enumerate(runs):
@@ -203,6 +238,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     names = args.presets.split(",") if args.presets else optim_core.presets.names()
     rows: list[dict[str, Any]] = []
     adamw_ref_ms: float | None = None
+    clock = time.process_time if args.clock == "process" else time.perf_counter
+    gbps = triad_gbps(device, clock)
+    param_bytes = 2 if dtype == torch.bfloat16 else 4
+    print(f"triad bandwidth {gbps:.1f} GB/s", flush=True)
     for name in names:
         recipe = optim_core.presets.get(name)
         opt = optim_core.build(recipe, make_params(shapes, device, dtype))
@@ -210,15 +249,21 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         # stateless presets is "no slower than adamw")
         ref_list = refs.get(name) or refs["adamw"]
         ref_opts = [factory(make_params(shapes, device, dtype)) for _, factory in ref_list]
-        clock = time.process_time if args.clock == "process" else time.perf_counter
-        ms, *ref_ms = time_interleaved([[opt], *ref_opts], device, args.warmup, args.iters, clock)
+        first: list[float] = []
+        runs: list[list[torch.optim.Optimizer]] = [[opt], *ref_opts]
+        ms, *ref_ms = time_interleaved(runs, device, args.warmup, args.iters, clock, first)
+        bound_ms = bytes_touched(opt, n_params, param_bytes) / (gbps * 1e9) * 1e3
         row: dict[str, Any] = {
             "preset": name,
             "ms": ms,
+            "first_ms": first[0],
+            "bound_ms": bound_ms,
+            "x_bound": ms / bound_ms,
+            "bytes_per_param": bytes_touched(opt, n_params, param_bytes) / n_params,
             "state_bytes_per_param": optim_core.measure_state_bytes(opt) / n_params,
             "refs": [
-                {"reference": label, "ms": r, "ratio": ms / r}
-                for (label, _), r in zip(ref_list, ref_ms, strict=True)
+                {"reference": label, "ms": r, "ratio": ms / r, "first_ms": f}
+                for (label, _), r, f in zip(ref_list, ref_ms, first[1:], strict=True)
             ],
         }
         if name == "adamw":
@@ -239,6 +284,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "iters": args.iters,
         "clock": args.clock,
+        "compile": args.compile,
+        "triad_gbps": gbps,
+        "loadavg_1m": os.getloadavg()[0],
         "rows": rows,
     }
 
@@ -255,8 +303,9 @@ def _echo_row(row: dict[str, Any]) -> None:
 def markdown_table(result: dict[str, Any]) -> str:
     """The result as a markdown table (for docs/benchmarks.md)."""
     lines = [
-        "| preset | step ms (median) | reference | ref ms | ratio | × torch AdamW | state B/param |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| preset | step ms (median) | first step ms | reference | ref ms | ratio | × torch AdamW"
+        " | B/param touched | × bandwidth bound | state B/param |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         refs = row["refs"] or [{"reference": "—", "ms": None, "ratio": None}]
@@ -264,13 +313,16 @@ def markdown_table(result: dict[str, Any]) -> str:
         for i, ref in enumerate(refs):
             first = i == 0
             lines.append(
-                "| {} | {} | {} | {} | {} | {} | {} |".format(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                     row["preset"] if first else "",
                     f"{row['ms']:.1f}" if first else "",
+                    f"{row['first_ms']:.0f}" if first else "",
                     ref["reference"],
                     f"{ref['ms']:.1f}" if ref["ms"] is not None else "—",
                     f"{ref['ratio']:.2f}" if ref["ratio"] is not None else "—",
                     f"{vs:.2f}" if first and vs is not None else "",
+                    f"{row['bytes_per_param']:.1f}" if first else "",
+                    f"{row['x_bound']:.1f}" if first else "",
                     f"{row['state_bytes_per_param']:.3f}" if first else "",
                 )
             )
@@ -306,6 +358,12 @@ def parse_args() -> argparse.Namespace:
         default="wall",
         help="process: CPU time of this process (steadier on a shared CPU; use with --threads 1)",
     )
+    ap.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="torch.compile'd quantized Adam step (optim_core.fused; auto: CUDA on, CPU off)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
     ap.add_argument("--markdown", type=Path, default=None, help="write the markdown table here")
     args = ap.parse_args()
@@ -323,6 +381,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    fused.set_compile({"auto": None, "on": True, "off": False}[args.compile])
     print(f"{'preset':<12} {'ms':>10}  {'reference':<34} {'ref ms':>10} {'ratio':>6}", flush=True)
     result = bench(args)
     table = markdown_table(result)

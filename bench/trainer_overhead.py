@@ -10,6 +10,15 @@ alike (odd rounds run train() first); medians over rounds are reported. Target: 
     .venv/bin/python bench/trainer_overhead.py --workload shakespeare-lm --steps 30 --rounds 4
     .venv/bin/python bench/trainer_overhead.py --workload shakespeare-lm-20m --device cuda \
         --steps 100 --rounds 3        # GPU: bf16 autocast in both loops
+
+``--full-step adamw,adamw_8bit,...,trial-28`` instead times the bare loop's whole training step
+(forward, backward, ``opt.step()``, schedule) of each preset against AdamW's, rounds alternating
+the preset order, and reports the ``opt.step()`` share; ``trial-28`` is the best searched recipe
+of docs/search-results.md (``[standardize, whiten]`` on matrices, 4-bit momentum EMA after the
+norms, β 0.915, lr 6.61e-3, 4-bit AdamW elsewhere).
+
+    .venv/bin/python bench/trainer_overhead.py --workload shakespeare-lm --threads 1 \
+        --full-step adamw,adamw_8bit,adamw_4bit,cosmos,q_galore,trial-28 --steps 20 --rounds 2
 """
 
 from __future__ import annotations
@@ -33,6 +42,98 @@ from core.workloads import get_workload  # noqa: E402
 from workers.data import Batches, load_data  # noqa: E402
 from workers.model import build_model  # noqa: E402
 from workers.train import TrainConfig, TrainResult, lm_loss, lr_factor, train  # noqa: E402
+
+TRIAL_28 = {
+    "name": "trial-28",
+    "lr": 0.00661,
+    "weight_decay": 0.0,
+    "design": {
+        "norms": ["standardize", "whiten"],
+        "momentum": {"beta": 0.915, "placement": "matrices", "position": "after_norm"},
+        "state_bits": 4,
+    },
+}
+
+
+def recipe_of(name: str) -> optim_core.Recipe:
+    """A preset, or the searched ``trial-28`` recipe."""
+    if name == "trial-28":
+        return optim_core.Recipe.model_validate(TRIAL_28)
+    return optim_core.presets.get(name)
+
+
+def timed_loop(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, data: Batches, steps: int
+) -> tuple[float, float]:
+    """CPU seconds per training step (bare loop, CPU) and of ``opt.step()`` within it."""
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps))
+    x, y = data.train_batch(0)  # untimed first step: state allocation
+    lm_loss(model(x), y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    total = in_step = 0.0
+    for step in range(steps):
+        start = time.process_time()
+        x, y = data.train_batch(step)
+        loss = lm_loss(model(x), y)
+        loss.backward()
+        mid = time.process_time()
+        opt.step()
+        in_step += time.process_time() - mid
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        total += time.process_time() - start
+    return total / steps, in_step / steps
+
+
+def full_step_table(workload: str, presets: list[str], steps: int, rounds: int) -> dict[str, Any]:
+    """Per preset: median over rounds of (step ms, opt.step ms, step / AdamW's step)."""
+    spec = get_workload(workload)
+    cache_dir = get_settings().cache_dir
+    assert cache_dir is not None
+    data = load_data(spec, 0, cache_dir)
+    names = ["adamw", *[p for p in presets if p != "adamw"]]
+    per: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            model = build_model(spec.model, seed=0)
+            per[name].append(
+                timed_loop(model, optim_core.build(recipe_of(name), model), data, steps)
+            )
+    rows = []
+    for name in names:
+        ratios = [t[0] / a[0] for t, a in zip(per[name], per["adamw"], strict=True)]
+        rows.append(
+            {
+                "recipe": name,
+                "step_ms": 1e3 * statistics.median(t[0] for t in per[name]),
+                "opt_step_ms": 1e3 * statistics.median(t[1] for t in per[name]),
+                "vs_adamw": statistics.median(ratios),
+            }
+        )
+    return {"workload": workload, "steps": steps, "rounds": rounds, "rows": rows}
+
+
+def _print_full_step(result: dict[str, Any]) -> None:
+    print("| recipe | full step ms (CPU) | opt.step() ms | full step × AdamW's |")
+    print("|---|---:|---:|---:|")
+    for row in result["rows"]:
+        print(
+            f"| {row['recipe']} | {row['step_ms']:.1f} | {row['opt_step_ms']:.1f} "
+            f"| {row['vs_adamw']:.2f} |"
+        )
+
+
+def run_full_step(args: argparse.Namespace) -> None:
+    """``--full-step``: print the table and write the JSON to ``--out``."""
+    result = full_step_table(args.workload, args.full_step.split(","), args.steps, args.rounds)
+    result.update(threads=torch.get_num_threads(), loadavg_1m=os.getloadavg()[0])
+    result["torch"] = torch.__version__
+    print(f"{args.workload}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+    _print_full_step(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
 
 
 def bare_loop(
@@ -66,8 +167,8 @@ class _OneValBatch(Batches):
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.data.train_batch(step)
 
-    def val_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self.data.val_batches()[:1]
+    def val_batches(self, final: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.data.val_batches(final)[:1]
 
 
 def one_round(
@@ -124,10 +225,18 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--device", default="cpu", help="cpu | cuda (bf16 autocast on cuda)")
+    parser.add_argument(
+        "--full-step",
+        default="",
+        help="comma-separated presets (and trial-28): full training step vs AdamW's",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/trainer_overhead.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.full_step:
+        run_full_step(args)
+        return
     one_round(args.workload, args.preset, min(args.steps, 10), args.lr)  # warm-up
     rounds = [
         one_round(args.workload, args.preset, args.steps, args.lr) for _ in range(args.rounds)

@@ -157,7 +157,7 @@ def pending_run_ids(settings: Settings | None = None) -> set[int] | None:
     return ids
 
 
-def _run_id(raw: bytes, unacked: bool = False) -> int:
+def _run_id(raw: bytes | str, unacked: bool = False) -> int:
     """The run id of a raw kombu message (``-1`` for anything else)."""
     try:
         message = json.loads(raw)

@@ -142,6 +142,8 @@ class Experiment(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     owner: Mapped[str | None] = mapped_column(String(128))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # where it was started: api | cli (optforge run/compare) | demo (migration 0004)
+    origin: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     runs: Mapped[list[Run]] = relationship(back_populates="experiment")
 
@@ -162,6 +164,7 @@ class SearchStudy(Base):
     sampler: Mapped[str] = mapped_column(String(32), default="tpe")
     seed: Mapped[int | None] = mapped_column(Integer)
     owner: Mapped[str | None] = mapped_column(String(128))
+    origin: Mapped[str] = mapped_column(String(16), default="api", server_default="api")  # | cli
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     trials: Mapped[list[SearchTrial]] = relationship(back_populates="study")

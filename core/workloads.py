@@ -47,7 +47,9 @@ class WorkloadSpec:
     eval_every: int  # steps between evaluations on the held-out split
     eval_batches: int  # held-out batches per evaluation
     target_loss: float | None  # val loss for steps-to-target (None: not tracked)
-    expected_cpu_s_per_step: float | None  # measured on 2 CPU cores (None: GPU-sized)
+    # trainer wall s per step, evaluations included, 1 torch thread on the 2-core dev VM
+    # (`optforge run --no-record --json` wall_s / steps; None: GPU-sized)
+    expected_cpu_s_per_step: float | None
     gpu_only: bool = False  # too big to train on CPU in reasonable time
     # The final evaluation (the run's final_val_loss): this many batches strided across the
     # whole held-out split, identical for every run of the workload (eval protocol 2).
@@ -126,7 +128,7 @@ _CATALOG: list[WorkloadSpec] = [
         eval_every=25,
         eval_batches=4,
         target_loss=2.0,
-        expected_cpu_s_per_step=0.004,
+        expected_cpu_s_per_step=0.032,  # 3.2 s / 100 steps, 1 thread, 2-core VM at load ~4.5
     ),
     WorkloadSpec(
         name="shakespeare-lm",
@@ -181,7 +183,7 @@ _CATALOG: list[WorkloadSpec] = [
         eval_every=50,
         eval_batches=1,
         target_loss=0.3,
-        expected_cpu_s_per_step=0.002,
+        expected_cpu_s_per_step=0.0034,  # 0.67 s / 200 steps, 1 thread, 2-core VM at load ~4.7
     ),
 ]
 

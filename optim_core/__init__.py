@@ -11,12 +11,14 @@ See docs/recipes.md (schema, routing, presets) and docs/architecture.md (contrac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from optim_core import presets
-from optim_core.accounting import measure_state_bytes, state_bytes
+from optim_core.accounting import measure_state_bytes, state_bytes, weight_bytes
 from optim_core.describe import describe
 from optim_core.optimizer import RecipeOptimizer
+from optim_core.param_groups import build_grouped
 from optim_core.recipe import Design, Pipeline, Recipe, Route
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "measure_state_bytes",
     "presets",
     "state_bytes",
+    "weight_bytes",
 ]
 
 
@@ -39,15 +42,22 @@ def build(
     lr: float | None = None,
     *,
     foreach: bool | None = None,
+    model_facts: Mapping[str, Any] | None = None,
 ) -> RecipeOptimizer:
     """A torch optimizer for ``recipe`` over a module / named params / dict / tensors.
 
     Args:
         recipe: a Recipe, or a dict validated as one.
-        model_or_named_params: ``nn.Module``, ``{name: param}``, ``[(name, param)]`` or tensors.
-        lr: base lr overriding ``recipe.lr`` (each route's group lr is ``lr × lr_mult``).
+        model_or_named_params: ``nn.Module``, ``{name: param}``, ``[(name, param)]``, tensors,
+            or torch-style param groups ``[{"params": [...], "lr"?, "weight_decay"?}]`` whose
+            lr / weight_decay override the recipe route's for their parameters.
+        lr: base lr overriding ``recipe.lr`` (each relative route's group lr is
+            ``lr × lr_mult``; routes with an absolute ``lr`` keep theirs).
         foreach: ``False`` forces the per-parameter path; ``None``/``True`` batch fp32 Adam
             routes with ``torch._foreach_*`` kernels (same math and state keys).
+        model_facts: facts about the model some stages need (``n_heads``, ``n_kv_heads`` for
+            Adam-mini's per-head blocks), e.g. a workload's model config; ``None`` reads
+            ``n_heads``/``n_kv_heads`` attributes of the module's submodules.
 
     Raises:
         ValueError: a parameter matches no route or a stage cannot handle it (names it).
@@ -55,4 +65,9 @@ def build(
     """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.model_validate(recipe)
-    return RecipeOptimizer(recipe, model_or_named_params, lr=lr, foreach=foreach)
+    return build_grouped(  # torch-style param groups: per-group lr / weight_decay overrides
+        lambda params: RecipeOptimizer(
+            recipe, params, lr=lr, foreach=foreach, model_facts=model_facts
+        ),
+        model_or_named_params,
+    )

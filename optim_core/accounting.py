@@ -8,10 +8,12 @@ parameter's shape, so both agree exactly (tested for every preset).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-from optim_core.compile import build_stages, resolve_route
+from optim_core.base import tensor_bytes
+from optim_core.compile import build_stages, route_members
 from optim_core.recipe import Recipe
 
 
@@ -19,6 +21,7 @@ def state_bytes(
     recipe: Recipe,
     named_shapes: Mapping[str, Sequence[int]],
     dtype: torch.dtype = torch.float32,
+    model_facts: Mapping[str, Any] | None = None,
 ) -> int:
     """Bytes of optimizer state ``build(recipe, params)`` will hold once every param stepped.
 
@@ -26,6 +29,7 @@ def state_bytes(
         recipe: the recipe (design or pipeline form).
         named_shapes: parameter name -> shape (as ``model.named_parameters()``).
         dtype: parameter dtype (state stored in the parameter dtype, e.g. GaLore's P, follows it).
+        model_facts: as for :func:`optim_core.build` (Adam-mini's ``n_heads``/``n_kv_heads``).
 
     Returns:
         Total bytes, excluding the scalar ``step`` counters.
@@ -35,11 +39,36 @@ def state_bytes(
             rank larger than the matrix), naming the parameter.
     """
     pipeline = recipe.to_pipeline()
+    shapes = {name: tuple(int(s) for s in shape) for name, shape in named_shapes.items()}
     total = 0
-    for name, shape in named_shapes.items():
-        shp = tuple(int(s) for s in shape)
-        route = pipeline.routes[resolve_route(pipeline, name, shp)]
-        total += sum(st.state_bytes(shp, dtype) for st in build_stages(route.stages, name, shp))
+    for idx, names in route_members(pipeline, list(shapes.items())).items():
+        route = pipeline.routes[idx]
+        for pos, name in enumerate(names):
+            shp = shapes[name]
+            stages = build_stages(route.stages, name, shp, model_facts, (pos, len(names)))
+            total += sum(st.state_bytes(shp, dtype) for st in stages)
+    return total
+
+
+def weight_bytes(
+    recipe: Recipe,
+    named_shapes: Mapping[str, Sequence[int]],
+    dtype: torch.dtype = torch.float32,
+    model_facts: Mapping[str, Any] | None = None,
+) -> int:
+    """Bytes of the weights as the recipe stores them: ``numel·itemsize`` of ``dtype``, or a
+    stage's ``weight_bytes`` (Q-GaLore's INT8 weights: 1 byte per element + fp32 scale and
+    zero per group of 256)."""
+    pipeline = recipe.to_pipeline()
+    shapes = {name: tuple(int(s) for s in shape) for name, shape in named_shapes.items()}
+    total = 0
+    for idx, names in route_members(pipeline, list(shapes.items())).items():
+        route = pipeline.routes[idx]
+        for pos, name in enumerate(names):
+            shp = shapes[name]
+            stages = build_stages(route.stages, name, shp, model_facts, (pos, len(names)))
+            own = [st.weight_bytes(shp, dtype) for st in stages if hasattr(st, "weight_bytes")]
+            total += own[-1] if own else tensor_bytes(shp, dtype)
     return total
 
 

@@ -13,7 +13,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from optim_core.base import FP32_CODEC, StateCodec, numel, slot_init, slot_read, slot_write
+from optim_core.base import (
+    FP32_CODEC,
+    NATIVE_CODEC,
+    StateCodec,
+    resolve_codec,
+    slot_init,
+    slot_read,
+    slot_write,
+)
 
 AdamStyle = Literal["torch", "hf"]
 
@@ -63,25 +71,24 @@ class Adam:
     codec_v: StateCodec | None = None
     name: str = "adam"
 
-    @property
-    def _codec_v(self) -> StateCodec:
-        return self.codec if self.codec_v is None else self.codec_v
+    def _codecs(self, dtype: torch.dtype) -> tuple[StateCodec, StateCodec]:
+        codec_v = self.codec if self.codec_v is None else self.codec_v
+        return resolve_codec(self.codec, dtype), resolve_codec(codec_v, dtype)
 
     def init(self, p: Tensor) -> dict[str, Tensor]:
         zeros = torch.zeros_like(p, dtype=torch.float32)
-        return {
-            **slot_init("m", zeros, self.codec),
-            **slot_init("v", zeros.clone(), self._codec_v),
-        }
+        codec_m, codec_v = self._codecs(p.dtype)
+        return {**slot_init("m", zeros, codec_m), **slot_init("v", zeros.clone(), codec_v)}
 
     def update(self, u: Tensor, state: dict[str, Tensor], p: Tensor, step: int) -> Tensor:
         shape = tuple(p.shape)
-        m = slot_read(state, "m", shape, self.codec)
-        v = slot_read(state, "v", shape, self._codec_v)
+        codec_m, codec_v = self._codecs(p.dtype)
+        m = slot_read(state, "m", shape, codec_m)
+        v = slot_read(state, "v", shape, codec_v)
         m.lerp_(u, 1.0 - self.beta1)
         second_moment_(v, u, self.beta2)
-        slot_write(state, "m", m, self.codec)
-        slot_write(state, "v", v, self._codec_v)
+        slot_write(state, "m", m, codec_m)
+        slot_write(state, "v", v, codec_v)
         out = adam_direction(m, v, step, self.beta2, self.eps, self.style)
         if not self.fold_lr:
             out.mul_(adam_step_factor(step, self.beta1, self.beta2, self.style))
@@ -93,7 +100,8 @@ class Adam:
         return lr
 
     def state_bytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
-        return self.codec.state_bytes(shape) + self._codec_v.state_bytes(shape)
+        codec_m, codec_v = self._codecs(dtype)
+        return codec_m.state_bytes(shape) + codec_v.state_bytes(shape)
 
 
 def factored_update_(
@@ -117,26 +125,35 @@ class Adafactor:
     eps1: float | None = None  # None -> finfo(param dtype).eps, as torch
     eps2: float = 1e-3
     d: float = 1.0
+    codec: StateCodec = field(default=NATIVE_CODEC)  # torch keeps the param dtype
     name: str = "adafactor"
 
+    def _slots(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        if len(shape) >= 2:
+            return {"row": (*shape[:-1], 1), "col": (*shape[:-2], 1, shape[-1])}
+        return {"v": shape}
+
     def init(self, p: Tensor) -> dict[str, Tensor]:
-        if p.ndim >= 2:
-            row_shape = (*p.shape[:-1], 1)
-            col_shape = (*p.shape[:-2], 1, p.shape[-1])
-            return {
-                "row": torch.zeros(row_shape, dtype=torch.float32, device=p.device),
-                "col": torch.zeros(col_shape, dtype=torch.float32, device=p.device),
-            }
-        return {"v": torch.zeros_like(p, dtype=torch.float32)}
+        codec = resolve_codec(self.codec, p.dtype)
+        out: dict[str, Tensor] = {}
+        for slot, shape in self._slots(tuple(p.shape)).items():
+            zeros = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            out.update(slot_init(slot, zeros, codec))
+        return out
 
     def update(self, u: Tensor, state: dict[str, Tensor], p: Tensor, step: int) -> Tensor:
         weight = float(step) ** self.beta2_decay
         eps1 = torch.finfo(p.dtype).eps if self.eps1 is None else self.eps1
+        codec = resolve_codec(self.codec, p.dtype)
+        slots = self._slots(tuple(p.shape))
+        vals = {k: slot_read(state, k, shape, codec) for k, shape in slots.items()}
         if u.ndim >= 2:
-            var = factored_update_(state["row"], state["col"], u, weight, eps1)
+            var = factored_update_(vals["row"], vals["col"], u, weight, eps1)
         else:
-            state["v"].lerp_(u * u, weight)
-            var = state["v"].clone()
+            vals["v"].lerp_(u * u, weight)
+            var = vals["v"].clone()
+        for k, t in vals.items():
+            slot_write(state, k, t, codec)
         out = var.clamp_(min=eps1 * eps1).rsqrt_().mul_(u)
         rms = torch.linalg.vector_norm(out).item() / (math.sqrt(out.numel()) * self.d)
         # the relative step needs RMS(W) before this step's decay (torch order)
@@ -148,11 +165,8 @@ class Adafactor:
         return self._alpha * min(lr, 1.0 / math.sqrt(step))
 
     def state_bytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
-        if len(shape) >= 2:
-            rows = numel(shape[:-1])
-            cols = numel(shape[:-2]) * shape[-1]
-            return 4 * (rows + cols)
-        return 4 * numel(shape)
+        codec = resolve_codec(self.codec, dtype)
+        return sum(codec.state_bytes(s) for s in self._slots(shape).values())
 
 
 def block_mean_sq(g: Tensor, block: str, n_heads: int) -> Tensor:
@@ -187,23 +201,31 @@ class AdamMini:
     eps: float = 1e-8
     block: Literal["row", "head", "tensor"] = "row"
     n_heads: int = 1
+    codec: StateCodec = field(default=NATIVE_CODEC)  # adam-mini keeps the param dtype
     name: str = "adam_mini"
 
     def init(self, p: Tensor) -> dict[str, Tensor]:
         vshape = _block_shape(tuple(p.shape), self.block, self.n_heads)
-        return {
-            "m": torch.zeros_like(p, dtype=torch.float32),
-            "v": torch.zeros(vshape, dtype=torch.float32, device=p.device),
-        }
+        codec = resolve_codec(self.codec, p.dtype)
+        zeros_v = torch.zeros(vshape, dtype=torch.float32, device=p.device)
+        m0 = torch.zeros_like(p, dtype=torch.float32)
+        return {**slot_init("m", m0, codec), **slot_init("v", zeros_v, codec)}
 
     def update(self, u: Tensor, state: dict[str, Tensor], p: Tensor, step: int) -> Tensor:
-        m, v = state["m"], state["v"]
+        codec = resolve_codec(self.codec, p.dtype)
+        vshape = _block_shape(tuple(p.shape), self.block, self.n_heads)
+        m = slot_read(state, "m", tuple(p.shape), codec)
+        v = slot_read(state, "v", vshape, codec)
         m.lerp_(u, 1.0 - self.beta1)
         v.mul_(self.beta2).add_(block_mean_sq(u, self.block, self.n_heads), alpha=1 - self.beta2)
+        slot_write(state, "m", m, codec)
+        slot_write(state, "v", v, codec)
         bc1 = 1.0 - self.beta1**step
         denom = v.sqrt().div_(math.sqrt(1.0 - self.beta2**step)).add_(self.eps)
         rows = m.reshape(denom.shape[0], -1) if denom.ndim else m
         return (rows / denom).reshape(m.shape).div_(bc1)
 
     def state_bytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
-        return 4 * (numel(shape) + numel(_block_shape(shape, self.block, self.n_heads)))
+        codec = resolve_codec(self.codec, dtype)
+        vshape = _block_shape(shape, self.block, self.n_heads)
+        return codec.state_bytes(shape) + codec.state_bytes(vshape)

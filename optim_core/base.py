@@ -32,14 +32,18 @@ from torch import Tensor
 __all__ = [
     "BF16_CODEC",
     "FP32_CODEC",
+    "NATIVE_CODEC",
     "Bf16Codec",
+    "DtypeCodec",
     "Fp32Codec",
+    "NativeCodec",
     "LrScalingStage",
     "Stage",
     "StateCodec",
     "as_matrix_shape",
     "codec_for_bits",
     "numel",
+    "resolve_codec",
     "slot_init",
     "slot_read",
     "slot_write",
@@ -156,12 +160,66 @@ class Bf16Codec:
         return tensor_bytes(shape, torch.bfloat16)
 
 
+class DtypeCodec:
+    """Storage in a float ``dtype`` (e.g. fp16, fp64 state of such parameters); fp32 work copy."""
+
+    bits = 0
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.bits = 8 * dtype.itemsize
+        self.name = str(dtype).removeprefix("torch.")
+
+    def encode(self, t: Tensor) -> dict[str, Tensor]:
+        return {"": t.to(self.dtype)}
+
+    def decode(self, d: dict[str, Tensor], shape: tuple[int, ...]) -> Tensor:
+        return d[""].float()
+
+    def state_bytes(self, shape: tuple[int, ...]) -> int:
+        return tensor_bytes(shape, self.dtype)
+
+
+class NativeCodec:
+    """State in the parameter's dtype, as torch.optim keeps it (``state_bits`` unset): resolved
+    per parameter by :func:`resolve_codec` (fp32 -> FP32_CODEC, bf16 -> BF16_CODEC, other float
+    dtypes -> DtypeCodec); using it unresolved is a bug and raises."""
+
+    name = "native"
+    bits = 0
+
+    def _unresolved(self) -> TypeError:
+        return TypeError("NativeCodec: resolve it for the parameter dtype with resolve_codec()")
+
+    def encode(self, t: Tensor) -> dict[str, Tensor]:
+        raise self._unresolved()
+
+    def decode(self, d: dict[str, Tensor], shape: tuple[int, ...]) -> Tensor:
+        raise self._unresolved()
+
+    def state_bytes(self, shape: tuple[int, ...]) -> int:
+        raise self._unresolved()
+
+
 FP32_CODEC = Fp32Codec()
 BF16_CODEC = Bf16Codec()
+NATIVE_CODEC = NativeCodec()
 
 
-def codec_for_bits(bits: int, block: int | None = None, signed: bool = True) -> StateCodec:
-    """Codec for ``state_bits``: 32 -> fp32, 16 -> bf16, 8/4 -> ``quantize.make_codec``.
+def resolve_codec(codec: StateCodec, dtype: torch.dtype) -> StateCodec:
+    """The concrete codec of ``codec`` for a parameter of ``dtype`` (only NativeCodec varies)."""
+    if not isinstance(codec, NativeCodec):
+        return codec
+    if dtype == torch.float32 or not dtype.is_floating_point:
+        return FP32_CODEC
+    if dtype == torch.bfloat16:
+        return BF16_CODEC
+    return DtypeCodec(dtype)
+
+
+def codec_for_bits(bits: int | None, block: int | None = None, signed: bool = True) -> StateCodec:
+    """Codec for ``state_bits``: None -> the parameter's dtype (:class:`NativeCodec`),
+    32 -> fp32, 16 -> bf16, 8/4 -> ``quantize.make_codec``.
 
     ``signed`` picks the signed quantization map (first moments) or the unsigned one (second
     moments); ``block`` the block size (``None``: the codec's default).
@@ -169,6 +227,8 @@ def codec_for_bits(bits: int, block: int | None = None, signed: bool = True) -> 
     Raises:
         ValueError: unknown bit width.
     """
+    if bits is None:
+        return NATIVE_CODEC
     if bits == 32:
         return FP32_CODEC
     if bits == 16:

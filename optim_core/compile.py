@@ -13,15 +13,16 @@ component starting with ``embed``, or ``wte``), ``head`` (component ``lm_head``,
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from optim_core.adaptive import Adafactor, Adam, AdamMini
-from optim_core.base import Stage, StateCodec, codec_for_bits
-from optim_core.cosmos import Cosmos
+from optim_core.base import NATIVE_CODEC, Stage, StateCodec, codec_for_bits
+from optim_core.cosmos import Cosmos, CosmosAdam
 from optim_core.momentum import Ema
 from optim_core.normalize import Normalize, Scale
 from optim_core.orthogonalize import Orthogonalize, ShapeScale
@@ -32,6 +33,7 @@ from optim_core.recipe import (
     CosmosSpec,
     EmaSpec,
     FrobeniusSpec,
+    FrugalBlockSpec,
     LowRankSpec,
     NewtonSchulzSpec,
     NormSpec,
@@ -40,11 +42,12 @@ from optim_core.recipe import (
     ShapeScaleSpec,
     SinkhornSpec,
     SvdSpec,
+    WeightQuantSpec,
     WhitenSpec,
 )
 
 MATRIX_ONLY = frozenset(
-    {"row", "col", "standardize", "sinkhorn", "ns", "svd", "whiten", "lowrank", "cosmos"}
+    {"row", "col", "standardize", "sinkhorn", "ns", "svd", "whiten", "lowrank"}
 )
 
 
@@ -57,6 +60,9 @@ class BuildCtx:
     shape: tuple[int, ...]
     last: bool = False
     in_lowrank: bool = False
+    facts: Mapping[str, Any] | None = None  # model facts (``n_heads``, ``n_kv_heads``)
+    position: int = 0  # of the parameter among its route's parameters (model order)
+    count: int = 1  # parameters in the route
 
 
 StageFactory = Callable[[Any, BuildCtx], Stage]
@@ -87,7 +93,7 @@ def _ema(spec: EmaSpec, ctx: BuildCtx) -> Stage:
 
 
 def _norm(spec: NormSpec, ctx: BuildCtx) -> Stage:
-    return Normalize(kind=spec.type, eps=spec.eps)
+    return Normalize(kind=spec.type, eps=spec.eps, axis=spec.axis)
 
 
 def _frobenius(spec: FrobeniusSpec, ctx: BuildCtx) -> Stage:
@@ -115,7 +121,13 @@ def _svd(spec: SvdSpec, ctx: BuildCtx) -> Stage:
 
 
 def _whiten(spec: WhitenSpec, ctx: BuildCtx) -> Stage:
-    return Orthogonalize(method="whiten", steps=spec.steps, exact=spec.exact, rescale=spec.rescale)
+    return Orthogonalize(
+        method="whiten",
+        steps=spec.steps,
+        whiten_method=spec.method,
+        beta=spec.beta,
+        rescale=spec.rescale,
+    )
 
 
 def _shape_scale(spec: ShapeScaleSpec, ctx: BuildCtx) -> Stage:
@@ -130,14 +142,37 @@ def _adafactor(spec: AdafactorSpec, ctx: BuildCtx) -> Stage:
     return Adafactor(beta2_decay=spec.beta2_decay, eps1=spec.eps1, eps2=spec.eps2, d=spec.d)
 
 
+UNKNOWN_HEADS = 8  # the former fixed default, used (with a warning) when no facts are given
+
+
+def model_heads(spec: AdamMiniSpec, ctx: BuildCtx) -> int:
+    """The head count of an Adam-mini ``head`` block: the spec's, else the model's facts, else
+    (bare tensors, no ``model_facts``) ``UNKNOWN_HEADS`` with a ``UserWarning``."""
+    if spec.n_heads != "model":
+        return int(spec.n_heads)
+    facts = ctx.facts or {}
+    heads = facts.get(spec.heads) or facts.get("n_heads")
+    if isinstance(heads, int) and heads >= 1:
+        return heads
+    warnings.warn(
+        f"parameter {ctx.name!r}: adam_mini takes its head count from the model but none was "
+        f"given; assuming {UNKNOWN_HEADS}. Pass build(..., model_facts={{'n_heads': H}}) or "
+        "presets.get('adam_mini', n_heads=H, n_kv_heads=K)",
+        UserWarning,
+        stacklevel=2,
+    )
+    return UNKNOWN_HEADS
+
+
 def _adam_mini(spec: AdamMiniSpec, ctx: BuildCtx) -> Stage:
-    if spec.block == "head" and ctx.shape and ctx.shape[0] % spec.n_heads:
+    n_heads = model_heads(spec, ctx) if spec.block == "head" else 1
+    if spec.block == "head" and ctx.shape and ctx.shape[0] % n_heads:
         raise ValueError(
             f"parameter {ctx.name!r} with shape {ctx.shape}: adam_mini block 'head' needs rows "
-            f"divisible by n_heads={spec.n_heads}"
+            f"divisible by n_heads={n_heads}"
         )
     return AdamMini(
-        beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, block=spec.block, n_heads=spec.n_heads
+        beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, block=spec.block, n_heads=n_heads
     )
 
 
@@ -146,14 +181,9 @@ def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
 
     # inner Adam folds bias correction into the lr only when nothing is added after projection
     fold = spec.complement == "drop"
-    inner_ctx = BuildCtx(ctx.name, ctx.shape, last=False, in_lowrank=True)
+    last = len(spec.inner) - 1
     inner = [
-        build_stage(
-            s,
-            BuildCtx(ctx.name, ctx.shape, last=fold and i == len(spec.inner) - 1, in_lowrank=True),
-        )
-        if s.type == "adam"
-        else build_stage(s, inner_ctx)
+        build_stage(s, replace(ctx, last=s.type == "adam" and fold and i == last, in_lowrank=True))
         for i, s in enumerate(spec.inner)
     ]
     projector: StateCodec | None = None
@@ -178,11 +208,33 @@ def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
     )
 
 
+def _weight_quant(spec: WeightQuantSpec, ctx: BuildCtx) -> Stage:
+    from optim_core.weight_quant import WeightQuant
+
+    seed = spec.seed * 100_003 + ctx.position  # one random stream per parameter
+    return WeightQuant(
+        bits=spec.bits, group_size=spec.group, stochastic=spec.stochastic, seed=seed
+    )
+
+
+def _frugal_block(spec: FrugalBlockSpec, ctx: BuildCtx) -> Stage:
+    from optim_core.frugal_block import FrugalBlock
+
+    return FrugalBlock(
+        inner=Adam(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, codec=NATIVE_CODEC),
+        position=ctx.position,
+        count=ctx.count,
+        density=spec.density,
+        refresh=spec.refresh,
+        order=spec.order,
+        inactive_scale=spec.inactive_scale,
+    )
+
+
 def _cosmos(spec: CosmosSpec, ctx: BuildCtx) -> Stage:
-    if spec.max_rows is not None and ctx.shape and ctx.shape[0] > spec.max_rows:
-        # bias correction on the update (not folded into the lr): keeps the route off the
-        # grouped Adam path, which assumes one pipeline for the whole route
-        return Adam(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps)
+    if len(ctx.shape) < 2 or (spec.max_rows is not None and ctx.shape[0] > spec.max_rows):
+        # the reference's Adam branch (vectors, matrices with more than max_rows rows)
+        return CosmosAdam(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps)
     return Cosmos(
         beta1=spec.beta1,
         beta2=spec.beta2,
@@ -214,6 +266,8 @@ STAGE_FACTORIES: dict[str, StageFactory] = {
     "adam_mini": _adam_mini,
     "lowrank": _lowrank,
     "cosmos": _cosmos,
+    "frugal_block": _frugal_block,
+    "weight_quant": _weight_quant,
 }
 
 
@@ -234,13 +288,33 @@ def build_stage(spec: Any, ctx: BuildCtx) -> Stage:
     return factory(spec, ctx)
 
 
-def build_stages(specs: Sequence[Any], name: str, shape: tuple[int, ...]) -> list[Stage]:
-    """Stage objects of one route for parameter ``name`` of ``shape`` (checked first)."""
+def build_stages(
+    specs: Sequence[Any],
+    name: str,
+    shape: tuple[int, ...],
+    facts: Mapping[str, Any] | None = None,
+    place: tuple[int, int] = (0, 1),
+) -> list[Stage]:
+    """Stage objects of one route for parameter ``name`` of ``shape`` (checked first);
+    ``facts``: model facts some stages need (Adam-mini's ``n_heads``/``n_kv_heads``);
+    ``place``: (position of the parameter in its route, parameters in the route)."""
     check_param(specs, name, shape)
     last = len(specs) - 1
+    pos, count = place
     return [
-        build_stage(s, BuildCtx(name, tuple(shape), last=i == last)) for i, s in enumerate(specs)
+        build_stage(s, BuildCtx(name, tuple(shape), i == last, False, facts, pos, count))
+        for i, s in enumerate(specs)
     ]
+
+
+def route_members(
+    pipeline: Pipeline, named_shapes: Sequence[tuple[str, tuple[int, ...]]]
+) -> dict[int, list[str]]:
+    """Route index -> names of its parameters, in the given (model) order."""
+    members: dict[int, list[str]] = {}
+    for name, shape in named_shapes:
+        members.setdefault(resolve_route(pipeline, name, shape), []).append(name)
+    return members
 
 
 def check_param(specs: Sequence[Any], name: str, shape: tuple[int, ...]) -> None:

@@ -13,7 +13,7 @@ _NORM_WORDS = {
     "col": "column-wise RMS normalization",
     "rms": "tensor RMS normalization",
     "frobenius": "Frobenius normalization",
-    "standardize": "row standardization",
+    "standardize": "standardization along the larger side",
     "sinkhorn": "Sinkhorn row/column normalization",
     "ns": "Newton-Schulz orthogonalization",
     "svd": "exact orthogonalization (SVD)",
@@ -67,5 +67,6 @@ def _pipeline(p: Pipeline) -> list[str]:
         who = ", ".join([*route.labels, *route.names]) or "all other"
         stages = " -> ".join(_stage_words(s) for s in route.stages) or "plain gradient"
         extra = f" (lr x{route.lr_mult:g})" if route.lr_mult != 1.0 else ""
+        extra = f" (lr {route.lr:g}, fixed)" if route.lr is not None else extra
         lines.append(f"{who}: {stages}{extra}")
     return lines

@@ -2,7 +2,8 @@
 
 Rules (documented in docs/recipes.md):
 - ``matrix`` route: optional momentum EMA (``position`` before or after the norms), then the
-  norms in order; ``ns``/``svd`` are followed by Muon's shape scale on the lr; with ``rank`` set
+  norms in order; ``ns``/``svd`` are followed by Muon's shape scale on the lr; ``standardize``
+  runs along the larger side and ``whiten`` is the exact whitening rescaled to RMS 1; with ``rank`` set
   the whole matrix pipeline runs inside a ``lowrank`` stage.
 - ``embedding`` / ``head`` / ``vector`` routes follow ``other``: ``adamw`` (Adam, torch ε),
   ``sgd`` (heavy-ball momentum when the placement covers the route, else plain SGD), ``sign``
@@ -53,8 +54,10 @@ def _norm_stages(name: str, bits: int) -> list[StageSpec]:
         return [NewtonSchulzSpec(), ShapeScaleSpec()]
     if name == "svd":
         return [SvdSpec(), ShapeScaleSpec()]
-    if name == "whiten":
-        return [WhitenSpec()]
+    if name == "whiten":  # RMS 1 like the other design norms
+        return [WhitenSpec(rescale=True)]
+    if name == "standardize":  # SWAN GradNorm: along the larger side
+        return [NormSpec(type="standardize", axis="larger")]
     return [NormSpec(type=name)]  # type: ignore[arg-type]
 
 

@@ -1,11 +1,14 @@
-"""Multi-tensor (``torch._foreach_*``) fast path for routes whose whole pipeline is one fp32 Adam.
+"""Grouped fast path for routes whose whole pipeline is one lr-folding Adam stage.
 
-Same math and the same state keys (``"0.adam.m"``, ``"0.adam.v"``) as the per-parameter path
-(:class:`optim_core.adaptive.Adam` with ``fold_lr``), so state dicts are interchangeable; it
-only batches the elementwise kernels across parameters, as ``torch.optim.AdamW(foreach=True)``
-does (a large saving on CUDA, where per-tensor kernel launches dominate small steps).
+fp32 state: multi-tensor (``torch._foreach_*``) kernels across parameters, as
+``torch.optim.AdamW(foreach=True)`` (a large saving on CUDA, where per-tensor launches dominate
+small steps). Block-wise 8/4-bit state: one fused pass per parameter
+(:func:`optim_core.fused.quantized_adam_`, ``torch.compile``'d on CUDA by default); parameters
+whose state stayed fp32 (fewer than 4096 elements) take the multi-tensor path. Same math and the
+same state keys (``"0.adam.m"``, ``"0.adam.m.q"``, ...) as the per-parameter path
+(:class:`optim_core.adaptive.Adam` with ``fold_lr``), so state dicts are interchangeable.
 
-References: torch 2.13 ``torch/optim/adam.py::_multi_tensor_adam``; optimizers.md §1.
+References: torch 2.13 ``torch/optim/adam.py::_multi_tensor_adam``; optimizers.md §1, §13-14.
 """
 
 from __future__ import annotations
@@ -17,18 +20,35 @@ import torch
 from torch import Tensor
 
 from optim_core.adaptive import Adam
-from optim_core.base import Fp32Codec, Stage
+from optim_core.base import Fp32Codec, NativeCodec, Stage
+from optim_core.fused import QFormat, adam_scalars, qformat, step_quantized_adam
+from optim_core.quantize import BlockwiseCodec
+
+PREFIX = "0.adam."
 
 
 def grouped_adam(stages: list[Stage]) -> Adam | None:
-    """The Adam stage when ``stages`` is exactly one fp32, lr-folding Adam, else None."""
-    if len(stages) != 1 or not isinstance(stages[0], Adam):
+    """The Adam stage when ``stages`` is exactly one lr-folding Adam with fp32 or block-wise
+    (signed m, unsigned v) state, else None."""
+    if len(stages) != 1 or not isinstance(stages[0], Adam) or not stages[0].fold_lr:
         return None
     adam = stages[0]
-    codecs = (adam.codec, adam.codec if adam.codec_v is None else adam.codec_v)
-    if not adam.fold_lr or not all(isinstance(c, Fp32Codec) for c in codecs):
-        return None
-    return adam
+    codec_v = adam.codec if adam.codec_v is None else adam.codec_v
+    dense = (Fp32Codec, NativeCodec)  # native = fp32 on the fp32 params ``eligible`` admits
+    if isinstance(adam.codec, dense) and isinstance(codec_v, dense):
+        return adam
+    if _blockwise_pair(adam.codec, codec_v):
+        return adam
+    return None
+
+
+def _blockwise_pair(codec_m: Any, codec_v: Any) -> bool:
+    return (
+        isinstance(codec_m, BlockwiseCodec)
+        and isinstance(codec_v, BlockwiseCodec)
+        and codec_m.signed
+        and not codec_v.signed
+    )
 
 
 def eligible(params: list[Tensor], mode: str) -> bool:
@@ -48,13 +68,44 @@ def adam_group_step(
     group: dict[str, Any],
 ) -> None:
     """One Adam step for all ``params`` of ``group`` (states already initialised)."""
-    lr, wd, mode = group["lr"], group["weight_decay"], group["wd_mode"]
-    grads = [p.grad for p in params]
-    ms = [s["0.adam.m"] for s in states]
-    vs = [s["0.adam.v"] for s in states]
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1.0)
-    ts = [int(t.item()) for t in steps]
+    dense = [i for i, s in enumerate(states) if PREFIX + "m" in s]
+    if len(dense) < len(states):
+        fmts = _formats(adam, params[0].device)
+        for p, state in zip(params, states, strict=True):
+            if PREFIX + "m" not in state:
+                t = int(state["step"].item())
+                scalars = adam_scalars(
+                    adam.beta1,
+                    adam.beta2,
+                    adam.eps,
+                    adam.style,
+                    group["lr"],
+                    group["weight_decay"],
+                    group["wd_mode"],
+                    t,
+                )
+                step_quantized_adam(p, state, PREFIX, fmts, scalars)
+    if dense:
+        _foreach_adam(adam, [params[i] for i in dense], [states[i] for i in dense], group)
+
+
+def _formats(adam: Adam, device: torch.device) -> tuple[QFormat, QFormat]:
+    codec_v = adam.codec if adam.codec_v is None else adam.codec_v
+    assert isinstance(adam.codec, BlockwiseCodec) and isinstance(codec_v, BlockwiseCodec)
+    return qformat(adam.codec, device), qformat(codec_v, device)
+
+
+def _foreach_adam(
+    adam: Adam, params: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any]
+) -> None:
+    """Multi-tensor step of parameters with fp32 state (step counters already advanced)."""
+    lr, wd, mode = group["lr"], group["weight_decay"], group["wd_mode"]
+    grads = [p.grad for p in params]
+    ms = [s[PREFIX + "m"] for s in states]
+    vs = [s[PREFIX + "v"] for s in states]
+    ts = [int(s["step"].item()) for s in states]
     if mode == "decoupled_before" and wd != 0:
         torch._foreach_mul_(params, 1.0 - lr * wd)
     torch._foreach_lerp_(ms, grads, 1.0 - adam.beta1)  # type: ignore[arg-type]

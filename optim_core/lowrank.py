@@ -94,6 +94,12 @@ def projector_shape(shape: tuple[int, ...], rank: int) -> tuple[int, int]:
     return (rank, n) if projection_side(shape) == "right" else (m, rank)
 
 
+def _first_vector_len(shape: tuple[int, ...]) -> int:
+    """Length of P's first vector (row 0 of a right P, column 0 of a left P)."""
+    m, n = as_matrix_shape(tuple(shape))
+    return n if projection_side(shape) == "right" else m
+
+
 def svd_projector(g: Tensor, rank: int, side: Side) -> Tensor:
     """Top-r singular vectors of ``g`` (fp32 ``torch.linalg.svd``, thin): ``Vh[:r]`` or ``U[:, :r]``."""
     u, _, vh = torch.linalg.svd(g.float(), full_matrices=False)
@@ -243,6 +249,7 @@ class LowRank:
             state["interval"] = torch.tensor(self.refresh, dtype=torch.int64)
             state["cos"] = torch.zeros(self.adapt_queue, dtype=torch.float32)
             state["cos_n"] = torch.zeros((), dtype=torch.int64)
+            state["vec"] = torch.zeros(_first_vector_len(shape), dtype=torch.float32)
         proxy = torch.zeros(low_rank_shape(shape, r), dtype=p.dtype, device=p.device)
         for j, stage in enumerate(self.inner):
             for key, t in stage.init(proxy).items():
@@ -258,7 +265,8 @@ class LowRank:
             total = self.projector_codec.state_bytes(p_shape)
         total += 8 if self.basis == "gaussian" else 0
         total += 4 if self.limiter else 0
-        total += 16 + 4 * self.adapt_queue if self.adaptive_refresh else 0
+        if self.adaptive_refresh:  # interval, cos_n, the cos FIFO, the float first vector
+            total += 16 + 4 * self.adapt_queue + 4 * _first_vector_len(tuple(shape))
         low = low_rank_shape(tuple(shape), r)
         return total + sum(stage.state_bytes(low, dtype) for stage in self.inner)
 
@@ -271,18 +279,16 @@ class LowRank:
         k = step - 1
         interval = int(state["interval"].item()) if self.adaptive_refresh else self.refresh
         if k % interval == 0:
-            adapt = self.adaptive_refresh and k > 0
-            previous = self._read_projector(state, shape).clone() if adapt else None
-            proj = self._refresh(g, state, p, side, shape)
-            if self.adaptive_refresh and previous is not None:
-                self._adapt_interval(state, previous, proj, side)
+            proj, exact = self._refresh(g, state, p, side, shape)
+            if self.adaptive_refresh:
+                self._adapt_interval(state, exact, side, first=k == 0)
             if self.reset_on_refresh and k > 0:
                 self._reset_inner(state, p, shape)
         else:
             proj = self._read_projector(state, shape)
         r = project(g, proj, side)
         inner_step = k % self.refresh + 1 if self.reset_on_refresh else step
-        n = self._run_inner(r, state, inner_step)
+        n = self._run_inner(r, state, inner_step, p.dtype)
         if self.output == "project_back":
             out = project_back(n, proj, side)
             if self.scale != 1.0:
@@ -308,7 +314,8 @@ class LowRank:
 
     def _refresh(
         self, g: Tensor, state: dict[str, Tensor], p: Tensor, side: Side, shape: tuple[int, ...]
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
+        """New projector: (the one to use, as stored; the float one before storage)."""
         r = resolve_rank(self.rank, shape)
         if self.basis == "svd":
             proj = svd_projector(g, r, side)
@@ -319,18 +326,23 @@ class LowRank:
             state["seed"].fill_(next_seed(seed))
         if self.projector_codec is None:
             state["P"].copy_(proj)
-            return state["P"].float()  # GaLore casts P to the param dtype
+            return state["P"].float(), proj  # GaLore casts P to the param dtype
         for key, t in slot_init("P", proj, self.projector_codec).items():
             state[key] = t
-        return self._read_projector(state, shape)
+        return self._read_projector(state, shape), proj
 
     def _adapt_interval(
-        self, state: dict[str, Tensor], previous: Tensor, proj: Tensor, side: Side
+        self, state: dict[str, Tensor], proj: Tensor, side: Side, first: bool
     ) -> None:
-        """Q-GaLore: push cos(first vector of old P, of new P); double T if the full FIFO's
-        mean reaches the threshold."""
-        a, b = (previous[0], proj[0]) if side == "right" else (previous[:, 0], proj[:, 0])
+        """Q-GaLore: push cos(first vector of the previous float P, of the new float P), as
+        the reference keeps ``past_ortho_vector`` before quantizing; double T once the full
+        FIFO's mean reaches the threshold."""
+        b = proj[0] if side == "right" else proj[:, 0]
+        a = state["vec"].to(b.device)
         cos = torch.dot(a, b) / (torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b))
+        state["vec"].copy_(b)
+        if first:
+            return
         n = int(state["cos_n"].item())
         state["cos"][n % self.adapt_queue] = cos.to(state["cos"].device)
         state["cos_n"].fill_(n + 1)
@@ -343,12 +355,15 @@ class LowRank:
             return state["P"].float()
         return slot_read(state, "P", p_shape, self.projector_codec)
 
-    def _run_inner(self, r: Tensor, state: dict[str, Tensor], step: int) -> Tensor:
+    def _run_inner(
+        self, r: Tensor, state: dict[str, Tensor], step: int, dtype: torch.dtype
+    ) -> Tensor:
         x = r
+        proxy = r if r.dtype == dtype else r.to(dtype)  # inner state follows the param dtype
         for j, stage in enumerate(self.inner):
             prefix = f"{j}.{stage.name}."
             sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            x = stage.update(x, sub, r, step)
+            x = stage.update(x, sub, proxy, step)
             for key, t in sub.items():
                 state[prefix + key] = t
         return x

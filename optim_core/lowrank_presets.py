@@ -15,7 +15,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from optim_core.recipe import AdamSpec, LowRankSpec, Pipeline, Recipe, Route
+from optim_core.recipe import (
+    AdamSpec,
+    FrugalBlockSpec,
+    LowRankSpec,
+    Pipeline,
+    Recipe,
+    Route,
+    WeightQuantSpec,
+)
 
 __all__ = ["PRESETS"]
 
@@ -23,7 +31,12 @@ OTHERS = ["embedding", "head", "vector"]
 
 
 def _lowrank_recipe(
-    name: str, lr: float, weight_decay: float, lowrank: LowRankSpec, other: AdamSpec, wd_mode: str
+    name: str,
+    lr: float,
+    weight_decay: float,
+    lowrank: LowRankSpec | FrugalBlockSpec,
+    other: AdamSpec,
+    wd_mode: str,
 ) -> Recipe:
     routes = [
         Route(labels=["matrix"], stages=[lowrank], wd_mode=wd_mode),  # type: ignore[arg-type]
@@ -98,19 +111,34 @@ def apollo_mini(
 def frugal(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
-    rank: int | float = 0.25,
+    variant: str = "block",
+    density: float = 0.25,
     refresh: int = 200,
+    order: str = "descending",
+    rank: int | float | None = None,
     basis: str = "svd",
     inactive_scale: float = 1.0,
     eps: float = 1e-8,
 ) -> Recipe:
-    """FRUGAL (Zmushko et al., ICML 2025), GaLore-type split: torch-style Adam on a rank
-    ρ·min(m, n) projection (state and step reset at each refresh) plus signSGD on the residual
-    G − P(G) (state-free), decoupled decay before the step; AdamW elsewhere. The paper's
-    default Block (BAdam-like) variant needs a group-level controller and is not provided. §12."""
+    """FRUGAL (Zmushko et al., ICML 2025): state-full torch-style Adam on part of each step,
+    state-free signSGD on the rest, decoupled decay before the step; AdamW elsewhere. §12.
+
+    ``variant="block"`` (the paper's default and headline): ``round(density·#matrices)`` whole
+    hidden matrices active (full Adam state), the others signSGD; the active set moves every
+    ``refresh`` steps in ``order`` (descending in the 130M script) and statistics reset.
+    ``variant="galore"``: Adam on a rank ``rank`` (default ``density``) projection, state and
+    step reset at each refresh, signSGD on the residual G − P(G)."""
     adam = AdamSpec(eps=eps, style="torch")
+    if variant == "block":
+        if rank is not None:
+            raise ValueError("frugal: 'rank' applies to variant 'galore'; use 'density'")
+        kw = {"density": density, "refresh": refresh, "order": order, "eps": eps}
+        block = FrugalBlockSpec(inactive_scale=inactive_scale, **kw)  # type: ignore[arg-type]
+        return _lowrank_recipe("frugal", lr, weight_decay, block, adam, "decoupled_before")
+    if variant != "galore":
+        raise ValueError(f"frugal: variant must be 'block' or 'galore', got {variant!r}")
     lowrank = LowRankSpec(
-        rank=rank,
+        rank=density if rank is None else rank,
         inner=[adam],
         basis=basis,  # type: ignore[arg-type]
         refresh=refresh,
@@ -166,12 +194,14 @@ def q_galore(
     beta2: float = 0.95,
     eps: float = 1e-8,
     adaptive_refresh: bool = True,
+    weight_bits: int | None = 8,
+    stochastic_round: bool = True,
 ) -> Recipe:
-    """Q-GaLore (Zhang et al., 2024), optimizer side: GaLore with an INT4 projector (min-max,
-    group 256), the lazy layer-adaptive refresh (T doubles per matrix once the mean cosine of
-    the last 5 successive first projector vectors is >= 0.4) and 8-bit block-wise Adam (torch ε,
-    β2 0.95) everywhere, decay after the step. Not included: INT8 weights with stochastic
-    rounding (a model-side hook, not an optimizer stage). §10."""
+    """Q-GaLore (Zhang et al., 2024): GaLore with an INT4 projector (min-max, group 256), the
+    lazy layer-adaptive refresh (T doubles per matrix once the mean cosine of the last 5
+    successive first vectors of the float projector is >= 0.4), 8-bit block-wise Adam (torch ε,
+    β2 0.95) everywhere, decay after the step, and INT8 hidden weights (group 256, stochastic
+    rounding) in the reference's simulation mode (``weight_bits=None``: float weights). §10."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps, style="torch", state_bits=8, block=256)
     lowrank = LowRankSpec(
         rank=rank,
@@ -182,7 +212,13 @@ def q_galore(
         projector_group=256,
         adaptive_refresh=adaptive_refresh,
     )
-    return _lowrank_recipe("q_galore", lr, weight_decay, lowrank, adam, "decoupled_after")
+    recipe = _lowrank_recipe("q_galore", lr, weight_decay, lowrank, adam, "decoupled_after")
+    if weight_bits is None:
+        return recipe
+    quant = WeightQuantSpec(bits=weight_bits, group=256, stochastic=stochastic_round)  # type: ignore[arg-type]
+    routes = recipe.to_pipeline().routes
+    matrix = routes[0].model_copy(update={"stages": [lowrank, quant]})
+    return recipe.model_copy(update={"pipeline": Pipeline(routes=[matrix, *routes[1:]])})
 
 
 PRESETS: dict[str, Callable[..., Recipe]] = {

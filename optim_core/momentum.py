@@ -15,7 +15,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from optim_core.base import FP32_CODEC, StateCodec, slot_init, slot_read, slot_write
+from optim_core.base import (
+    FP32_CODEC,
+    StateCodec,
+    resolve_codec,
+    slot_init,
+    slot_read,
+    slot_write,
+)
 
 EmaForm = Literal["lerp", "mul_add", "heavy_ball"]
 EmaOutput = Literal["state", "nesterov_lerp", "nesterov_add", "interp"]
@@ -70,10 +77,12 @@ class Ema:
     name: str = "ema"
 
     def init(self, p: Tensor) -> dict[str, Tensor]:
-        return slot_init("buf", torch.zeros_like(p, dtype=torch.float32), self.codec)
+        codec = resolve_codec(self.codec, p.dtype)
+        return slot_init("buf", torch.zeros_like(p, dtype=torch.float32), codec)
 
     def update(self, u: Tensor, state: dict[str, Tensor], p: Tensor, step: int) -> Tensor:
-        buf = slot_read(state, "buf", tuple(p.shape), self.codec)
+        codec = resolve_codec(self.codec, p.dtype)
+        buf = slot_read(state, "buf", tuple(p.shape), codec)
         out = lion_interp(buf, u, self.interp_beta) if self.output == "interp" else None
         if self.init_first and step == 1:
             buf.copy_(u)
@@ -83,7 +92,7 @@ class Ema:
             ema_mul_add_(buf, u, self.beta)
         else:
             heavy_ball_(buf, u, self.beta, self.dampening)
-        slot_write(state, "buf", buf, self.codec)
+        slot_write(state, "buf", buf, codec)
         if out is not None:
             return out
         if self.output == "nesterov_lerp":
@@ -93,4 +102,4 @@ class Ema:
         return buf  # read-only downstream (base.py convention), so no copy
 
     def state_bytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
-        return self.codec.state_bytes(shape)
+        return resolve_codec(self.codec, dtype).state_bytes(shape)

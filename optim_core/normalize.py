@@ -57,11 +57,20 @@ def col(u: Tensor, eps: float = 1e-8) -> Tensor:
     return (x / s).reshape(u.shape)
 
 
-def standardize(u: Tensor, eps: float = 1e-8) -> Tensor:
-    """SWAN GradNorm: every row to mean 0 and (population) std 1 across its columns."""
+StandardizeAxis = Literal["larger", "row"]
+
+
+def standardize(u: Tensor, eps: float = 1e-8, axis: StandardizeAxis = "row") -> Tensor:
+    """Mean 0 and (population) std 1 along one dimension.
+
+    ``axis="larger"`` is SWAN's GradNorm (arXiv 2412.13148, with ``m <= n``: every one of the m
+    rows standardized across its n columns), i.e. the statistics run along the larger side: rows
+    of a wide or square matrix, columns of a tall one. ``axis="row"`` always standardizes rows.
+    """
     x = _mat(u)
-    centered = x - x.mean(dim=1, keepdim=True)
-    s = centered.square().mean(dim=1, keepdim=True).sqrt_().clamp_min_(eps)
+    dim = 0 if axis == "larger" and x.size(0) > x.size(1) else 1
+    centered = x - x.mean(dim=dim, keepdim=True)
+    s = centered.square().mean(dim=dim, keepdim=True).sqrt_().clamp_min_(eps)
     return (centered / s).reshape(u.shape)
 
 
@@ -121,6 +130,7 @@ class Normalize:
     target: float = 1.0  # frobenius only
     eps_mode: EpsMode = "add"  # frobenius only
     iters: int = 5  # sinkhorn only
+    axis: StandardizeAxis = "row"  # standardize only
 
     @property
     def name(self) -> str:
@@ -139,7 +149,7 @@ class Normalize:
         if self.kind == "col":
             return col(u, self.eps)
         if self.kind == "standardize":
-            return standardize(u, self.eps)
+            return standardize(u, self.eps, self.axis)
         if self.kind == "sinkhorn":
             return sinkhorn(u, self.iters, self.eps)
         return sign(u)

@@ -1,7 +1,8 @@
 """``RecipeOptimizer``: a torch optimizer running one stage pipeline per parameter route.
 
 One param group per route (``route`` index, ``route_name``, ``lr`` = ``initial_lr`` = base
-lr × route ``lr_mult``, ``lr_mult``, ``weight_decay``, ``wd_mode``) so torch lr schedulers
+lr × route ``lr_mult``, or the route's absolute ``lr`` (then ``lr_mult`` is None),
+``lr_mult``, ``weight_decay``, ``wd_mode``) so torch lr schedulers
 work on ``group["lr"]``. State of parameter ``p``: ``{"step": fp32 CPU scalar, "{i}.{stage}.{slot}":
 tensor, ...}`` (docs/architecture.md, "optim_core internals"); ``state_dict`` round-trips,
 and loading keeps the stored dtypes (fp32 / quantized state of bf16 parameters stays as saved).
@@ -13,7 +14,7 @@ is the group lr passed through the stages' optional ``scale_lr`` hooks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from itertools import chain
 from typing import Any
 
@@ -41,6 +42,28 @@ def named_params(model_or_params: Any) -> list[tuple[str, Tensor]]:
     return [(n, p) for n, p in items if p.requires_grad]
 
 
+FACT_KEYS = ("n_heads", "n_kv_heads")
+
+
+def _drop_stale(state: dict[str, Any], prefix: str, sub: dict[str, Tensor]) -> None:
+    """Delete ``state`` keys under ``prefix`` that the stage removed from its slot dict."""
+    for key in [k for k in state if k.startswith(prefix) and k[len(prefix) :] not in sub]:
+        del state[key]
+
+
+def module_facts(model: Any) -> dict[str, int]:
+    """Model facts some stages need, read from a module's submodules (the first int attribute
+    ``n_heads`` / ``n_kv_heads`` found, as our LLaMA's attention has); {} for non-modules."""
+    facts: dict[str, int] = {}
+    if isinstance(model, nn.Module):
+        for module in model.modules():
+            for key in FACT_KEYS:
+                value = getattr(module, key, None)
+                if key not in facts and isinstance(value, int) and not isinstance(value, bool):
+                    facts[key] = value
+    return facts
+
+
 def _route_name(route: Any, index: int) -> str:
     return "+".join([*route.labels, *route.names]) or f"route{index}"
 
@@ -55,9 +78,11 @@ class RecipeOptimizer(torch.optim.Optimizer):
         lr: float | None = None,
         *,
         foreach: bool | None = None,
+        model_facts: Mapping[str, Any] | None = None,
     ) -> None:
         pipeline = recipe.to_pipeline()
         base_lr = recipe.lr if lr is None else float(lr)
+        facts = module_facts(model_or_params) if model_facts is None else model_facts
         named = named_params(model_or_params)
         if not named:
             raise ValueError("build: no trainable parameters given")
@@ -67,27 +92,44 @@ class RecipeOptimizer(torch.optim.Optimizer):
         self._stages: dict[Tensor, list[Stage]] = {}
         self._index: dict[Tensor, int] = {p: i + 1 for i, (_, p) in enumerate(named)}
         self._names: dict[Tensor, str] = {p: n for n, p in named}
-        groups = []
-        for idx in sorted(members):
-            route = pipeline.routes[idx]
-            for name, p in members[idx]:
-                self._stages[p] = build_stages(route.stages, name, tuple(p.shape))
-            wd = recipe.weight_decay if route.weight_decay is None else route.weight_decay
-            groups.append(
-                {
-                    "params": [p for _, p in members[idx]],
-                    "lr": base_lr * route.lr_mult,
-                    "initial_lr": base_lr * route.lr_mult,  # what lr schedulers scale
-                    "lr_mult": route.lr_mult,
-                    "weight_decay": wd,
-                    "wd_mode": route.wd_mode,
-                    "route": idx,
-                    "route_name": _route_name(route, idx),
-                }
-            )
+        groups = [
+            self._route_group(recipe, idx, members[idx], base_lr, facts) for idx in sorted(members)
+        ]
         self.recipe = recipe
         self.foreach = foreach is not False  # None: multi-tensor path where it applies
         super().__init__(groups, {"lr": base_lr})
+
+    def _route_group(
+        self,
+        recipe: Recipe,
+        idx: int,
+        members: list[tuple[str, Tensor]],
+        base_lr: float,
+        facts: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Build the stages of route ``idx``'s parameters; return its param group."""
+        route = recipe.to_pipeline().routes[idx]
+        for pos, (name, p) in enumerate(members):
+            place = (pos, len(members))
+            self._stages[p] = build_stages(route.stages, name, tuple(p.shape), facts, place)
+        wd = recipe.weight_decay if route.weight_decay is None else route.weight_decay
+        return {
+            "params": [p for _, p in members],
+            "lr": route.group_lr(base_lr),
+            "initial_lr": route.group_lr(base_lr),  # what lr schedulers scale
+            "lr_mult": route.lr_mult if route.lr is None else None,  # None: absolute
+            "weight_decay": wd,
+            "wd_mode": route.wd_mode,
+            "route": idx,
+            "route_name": _route_name(route, idx),
+        }
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Only the constructor adds groups; later ones are refused (they have no pipeline)."""
+        from optim_core.param_groups import refuse_late_group
+
+        refuse_late_group(self, param_group)
+        super().add_param_group(param_group)
 
     def stages_of(self, p: Tensor) -> list[Stage]:
         """The compiled stages of parameter ``p``."""
@@ -140,17 +182,24 @@ class RecipeOptimizer(torch.optim.Optimizer):
         for i, stage in enumerate(self._stages[p]):
             prefix = f"{i}.{stage.name}."
             sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            held = len(sub)
             u = stage.update(u, sub, p, t)
             scale_lr = getattr(stage, "scale_lr", None)
             if scale_lr is not None:
                 eff_lr = scale_lr(eff_lr, p, sub, t)
             for key, v in sub.items():
                 state[prefix + key] = v
+            if len(sub) < held:  # the stage dropped slots (FRUGAL-Block deactivation)
+                _drop_stale(state, prefix, sub)
         if mode == "decoupled_before" and wd != 0:
             p.mul_(1.0 - lr * wd)
         p.add_(u, alpha=-eff_lr)
         if mode == "decoupled_after" and wd != 0:
             p.mul_(1.0 - lr * wd)
+        for stage in self._stages[p]:
+            after_step = getattr(stage, "after_step", None)
+            if after_step is not None:  # e.g. Q-GaLore's INT8 weight grid
+                after_step(p, t)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch, but state tensors keep their saved dtype (torch would cast them to the

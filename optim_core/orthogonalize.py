@@ -1,7 +1,7 @@
 """Spectral normalizations: Newton–Schulz orthogonalization, exact SVD polar factor, whitening.
 
 References: optimizers.md §5 (Muon: KJ ``zeropower_via_newtonschulz5`` and torch.optim.Muon),
-§6 (SWAN GradWhitening with the coupled Newton–Schulz inverse square root), §20.1
+§6 (SWAN GradWhitening, in :mod:`optim_core.whitening`), §20.1
 (``orthogonalize``, ``shape_scale``), §22.5 (bf16 NS is op-order sensitive).
 """
 
@@ -13,6 +13,19 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from optim_core.whitening import WhitenMethod, inv_sqrt_newton_schulz, whiten
+
+__all__ = [
+    "MUON_COEFFS",
+    "Orthogonalize",
+    "ShapeScale",
+    "inv_sqrt_newton_schulz",
+    "newton_schulz",
+    "shape_ratio",
+    "svd_orthogonalize",
+    "whiten",
+]
 
 MUON_COEFFS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 
@@ -69,50 +82,6 @@ def svd_orthogonalize(u: Tensor) -> Tensor:
     return (left @ right_t).reshape(u.shape)
 
 
-def inv_sqrt_newton_schulz(a: Tensor, steps: int = 10, ridge: float = 1e-6) -> Tensor:
-    """``(a/‖a‖_F + ridge·I)^{-1/2}`` of a symmetric PSD ``a`` by coupled Newton–Schulz (SWAN).
-
-    The ridge bounds the growth along null directions (a row-standardized square matrix is
-    singular), which would otherwise amplify round-off by 1.5 per step.
-    """
-    n = a.size(0)
-    eye = torch.eye(n, dtype=a.dtype, device=a.device)
-    y = a / torch.linalg.matrix_norm(a).clamp_min(1e-30) + ridge * eye
-    z = eye.clone()
-    for _ in range(steps):
-        t = 0.5 * (3.0 * eye - z @ y)
-        y = y @ t
-        z = t @ z
-    return z
-
-
-def whiten(u: Tensor, steps: int = 10, exact: bool = False, rescale: bool = True) -> Tensor:
-    """SWAN GradWhitening ``(G·Gᵀ)^{-1/2}·G`` on the smaller side, optionally rescaled to √(mn).
-
-    ``exact=True`` uses an eigendecomposition; otherwise the coupled Newton–Schulz iteration on
-    ``A/‖A‖_F`` with ``steps`` iterations (approximate for ill-conditioned ``A``).
-    """
-    x = _mat(u).float()
-    tall = x.size(0) > x.size(1)
-    if tall:
-        x = x.T
-    gram = x @ x.T
-    if exact and not torch.isfinite(gram).all():  # diverged: NaN out, eigh would raise
-        return torch.full_like(u, float("nan"), dtype=torch.float32)
-    if exact:
-        evals, evecs = torch.linalg.eigh(gram)
-        inv = evecs @ torch.diag(evals.clamp_min(1e-12).rsqrt()) @ evecs.T
-        out = inv @ x
-    else:
-        norm = torch.linalg.matrix_norm(gram).clamp_min(1e-30)
-        out = inv_sqrt_newton_schulz(gram, steps) @ x / norm.sqrt()
-    if tall:
-        out = out.T
-    if rescale:
-        out = out * (math.sqrt(out.numel()) / torch.linalg.vector_norm(out).clamp_min(1e-30))
-    return out.reshape(u.shape)
-
-
 def shape_ratio(shape: tuple[int, ...], rule: ShapeRule) -> float:
     """Muon's shape factor: ``sqrt(max(1, m/n))`` (original) or ``0.2·sqrt(max(m, n))``."""
     m, n = shape[0], math.prod(shape[1:])
@@ -131,8 +100,9 @@ class Orthogonalize:
     eps: float = 1e-7
     dtype: torch.dtype = torch.bfloat16
     op_order: OpOrder = "torch_addmm"
-    exact: bool = False  # whiten only
-    rescale: bool = True  # whiten only
+    whiten_method: WhitenMethod = "eigh"  # whiten only
+    beta: float = 0.5  # whiten ns/nsds only
+    rescale: bool = False  # whiten only
 
     @property
     def name(self) -> str:
@@ -145,7 +115,7 @@ class Orthogonalize:
         if self.method == "svd":
             return svd_orthogonalize(u)
         if self.method == "whiten":
-            return whiten(u, self.steps, self.exact, self.rescale)
+            return whiten(u, self.whiten_method, self.steps, self.beta, self.rescale)
         return newton_schulz(
             u, self.coeffs, self.steps, self.eps, self.dtype, self.op_order
         ).float()

@@ -105,16 +105,39 @@ def muon(
         ShapeScaleSpec(),
     ]
     aux = AdamSpec(beta1=0.9, beta2=0.95, eps=1e-10)
-    routes = [_route(["matrix"], matrix), _route(OTHERS, [aux], lr_mult=adam_lr / lr)]
+    routes = [_route(["matrix"], matrix), _route(OTHERS, [aux], lr=adam_lr)]
     return _recipe("muon", lr, weight_decay, routes)
 
 
 def swan(
-    lr: float = 0.02, weight_decay: float = 0.0, alpha: float = 0.05, steps: int = 10
+    lr: float = 0.02,
+    weight_decay: float = 0.0,
+    alpha: float = 1.0,
+    method: str = "eigh",
+    steps: int | None = None,
+    beta: float | None = None,
+    rescale: bool = False,
 ) -> Recipe:
-    """SWAN (Ma et al., ICML 2025): row standardization then whitening on hidden matrices
-    (stateless), Adam elsewhere; matrix lr = ``alpha``·lr (third-party constant, unverified). §6."""
-    matrix: list[StageSpec] = [NormSpec(type="standardize"), WhitenSpec(steps=steps)]
+    """SWAN (Ma et al., arXiv 2412.13148, ICML 2025) on hidden matrices, stateless: GradNorm
+    (standardize along the larger side) then GradWhitening ``(G̃G̃ᵀ)^{-1/2}G̃`` computed exactly
+    (``method="eigh"``); Adam elsewhere at the same lr. §6.
+
+    Paper defaults: both operators as defined in the paper, no rescale, no lr factor. The
+    paper's lr is not in the stored material: 0.02 gives the matrices Muon's step for an update
+    of the same spectral norm (1). Third-party variants as options: ``rescale=True`` (RMS 1),
+    ``alpha=0.05`` (matrix lr factor), ``method="ns"`` (coupled Newton–Schulz, 10 steps, β 0.5
+    unless ``steps``/``beta``) and ``method="nsds"`` (diagonal substitution, 2 steps, β 0.4).
+    """
+    defaults = {"eigh": (10, 0.5), "ns": (10, 0.5), "nsds": (2, 0.4)}
+    if method not in defaults:
+        raise ValueError(f"swan: method must be one of {sorted(defaults)}, got {method!r}")
+    whiten = WhitenSpec(
+        method=method,  # type: ignore[arg-type]
+        steps=defaults[method][0] if steps is None else steps,
+        beta=defaults[method][1] if beta is None else beta,
+        rescale=rescale,
+    )
+    matrix: list[StageSpec] = [NormSpec(type="standardize", axis="larger"), whiten]
     routes = [_route(["matrix"], matrix, lr_mult=alpha), _route(OTHERS, [AdamSpec()])]
     return _recipe("swan", lr, weight_decay, routes)
 
@@ -141,7 +164,7 @@ def scale(
         _route(["matrix"], [NormSpec(type="row")]),
         _route(["embedding"], [NormSpec(type="col")]),
         _route(["head"], [EmaSpec(beta=momentum), NormSpec(type="row")]),
-        _route(["vector"], [AdamSpec(style="hf")], lr_mult=adam_lr / lr),
+        _route(["vector"], [AdamSpec(style="hf")], lr=adam_lr),
     ]
     return _recipe("scale", lr, weight_decay, routes)
 
@@ -160,15 +183,23 @@ def adam_mini(
     beta1: float = 0.9,
     beta2: float = 0.999,
     eps: float = 1e-8,
-    n_heads: int = 8,
+    n_heads: int | None = None,
+    n_kv_heads: int | None = None,
 ) -> Recipe:
-    """Adam-mini (Zhang et al., ICLR 2025): one v per head for q/k, per row (output unit /
-    token) for other matrices, embeddings and head, one scalar per vector; no decay on
-    vectors (norm gains). ``n_heads`` must divide the q/k rows. §17."""
+    """Adam-mini (Zhang et al., ICLR 2025; adam-mini 1.1.1): one v per head for q (``n_heads``)
+    and k (``n_kv_heads``, default ``n_heads``), per row (output unit / token) for other
+    matrices, embeddings and head, one scalar per vector; full AdamW on biases; no decay on
+    vectors and biases. Heads ``None``: the model's, given to ``build`` as ``model_facts`` (the
+    worker passes the workload's). §17."""
     kw = {"beta1": beta1, "beta2": beta2, "eps": eps}
-    qk = AdamMiniSpec(block="head", n_heads=n_heads, **kw)
+    q_heads = "model" if n_heads is None else n_heads
+    k_heads = q_heads if n_kv_heads is None else n_kv_heads
+    q = AdamMiniSpec(block="head", n_heads=q_heads, **kw)
+    k = AdamMiniSpec(block="head", n_heads=k_heads, heads="n_kv_heads", **kw)
     routes = [
-        Route(names=["*attn.q.weight", "*attn.k.weight"], stages=[qk]),
+        Route(names=["*bias*"], stages=[AdamSpec(**kw)], weight_decay=0.0),
+        Route(names=["*attn.q.weight"], stages=[q]),
+        Route(names=["*attn.k.weight"], stages=[k]),
         _route(["matrix", "embedding", "head"], [AdamMiniSpec(block="row", **kw)]),
         _route(["vector"], [AdamMiniSpec(block="tensor", **kw)], weight_decay=0.0),
     ]
@@ -186,10 +217,10 @@ def cosmos(
     lr_ratio: float = 0.2,
     nesterov: bool = True,
 ) -> Recipe:
-    """COSMOS (Liu et al., 2025; lliu606/COSMOS README defaults) on hidden matrices (at most
-    10000 rows; the update has RMS ``lr_ratio``·lr), torch-style AdamW with the same betas on
-    embeddings, head and vectors (the reference's hard-coded 0.1 gradient weight equals this
-    EMA only for β1 = 0.9). Decay before the step everywhere. §15."""
+    """COSMOS (Liu et al., 2025; lliu606/COSMOS README defaults) on every matrix with at most
+    10000 rows, embeddings and head included (the update has RMS ``lr_ratio``·lr); the
+    reference's Adam branch (0.1 gradient weight, 0.9-based bias correction) on vectors and
+    larger matrices. Decay before the step everywhere. §15."""
     matrix = CosmosSpec(
         beta1=beta1,
         beta2=beta2,
@@ -199,9 +230,7 @@ def cosmos(
         ratio=lr_ratio,
         nesterov=nesterov,
     )
-    aux = AdamSpec(beta1=beta1, beta2=beta2, eps=eps)
-    routes = [_route(["matrix"], [matrix]), _route(OTHERS, [aux])]
-    return _recipe("cosmos", lr, weight_decay, routes)
+    return _recipe("cosmos", lr, weight_decay, [_route(ALL, [matrix])])
 
 
 PRESETS: dict[str, Callable[..., Recipe]] = {

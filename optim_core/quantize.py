@@ -13,8 +13,12 @@ Formats:
   map {1/16..16/16}; two codes per byte; block 128.
 - ``minmax``: asymmetric min-max uniform integer quantisation per group (Q-GaLore projector).
 
-Rounding is round-to-nearest with ties up, computed exactly as torchao does.
-Tensors with fewer than ``min_numel`` elements keep an fp32 state (bitsandbytes / torchao rule).
+Rounding is round-to-nearest with ties up, computed exactly as torchao does; the maps and the
+code lookup live in :mod:`optim_core.qmaps` (re-exported here). Every function works on the
+flattened tensor at once (no per-block Python): block absmax by two reductions, codes by two
+64-Ki-entry table gathers (:class:`CodeLut`), decoding by one gather from the 256-entry map (4-bit:
+an int64 table holding both values of a byte). Tensors with fewer than ``min_numel`` elements
+keep an fp32 state (bitsandbytes / torchao rule).
 
 References:
     Dettmers et al., "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
@@ -32,6 +36,15 @@ import torch
 from torch import Tensor
 
 from optim_core.base import BF16_CODEC, FP32_CODEC, StateCodec
+from optim_core.qmaps import (
+    CodeLut,
+    bucketize_codes,
+    dynamic_map,
+    linear_map_unsigned,
+    lut_codes,
+    nearest_code,
+    tie_up_thresholds,
+)
 
 __all__ = [
     "BlockwiseCodec",
@@ -41,11 +54,17 @@ __all__ = [
     "dequantize_minmax",
     "dynamic_map",
     "linear_map_unsigned",
+    "lut_codes",
     "make_codec",
+    "maps_of",
+    "block_absmax",
     "nearest_code",
+    "normalize_blocks",
     "pack_nibbles",
+    "pair_table",
     "quantize_blockwise",
     "quantize_minmax",
+    "scale_blocks_",
     "tie_up_thresholds",
     "unpack_nibbles",
 ]
@@ -58,127 +77,10 @@ MIN_QUANT_NUMEL = 4096  # smaller tensors keep fp32 state (bitsandbytes min_8bit
 # ---------------------------------------------------------------------------------------------
 
 
-def dynamic_map(signed: bool, max_exponent_bits: int = 7, total_bits: int = 8) -> Tensor:
-    """Sorted dynamic (tree) quantisation map with ``2**total_bits`` fp32 entries in [-1, 1].
-
-    Exponent i = 0..E-1 contributes midpoints of ``linspace(0.1, 1, K_i + 1)`` scaled by
-    ``10**(i - E + 1)`` (and their negatives when signed); 0 and 1 are added.
-    """
-    data: list[float] = []
-    non_sign_bits = total_bits - 1
-    extra = 2 ** (non_sign_bits - max_exponent_bits) - 1
-    for i in range(max_exponent_bits):
-        power = i + non_sign_bits - max_exponent_bits + (0 if signed else 1)
-        data += _scaled_means(2**power + 1, i, max_exponent_bits, signed)
-    if extra > 0:
-        data += _scaled_means(extra + 1, max_exponent_bits - 1, max_exponent_bits, signed)
-    data += [0.0, 1.0]
-    if len(data) != 2**total_bits:
-        raise ValueError(f"dynamic map has {len(data)} entries, expected {2**total_bits}")
-    return torch.tensor(sorted(data), dtype=torch.float32)
-
-
-def _scaled_means(n_bounds: int, i: int, max_exponent_bits: int, signed: bool) -> list[float]:
-    bounds = torch.linspace(0.1, 1, n_bounds)
-    means = (bounds[:-1] + bounds[1:]) / 2.0
-    scale = 10 ** (-(max_exponent_bits - 1) + i)
-    out = (scale * means).tolist()
-    if signed:
-        out += (-scale * means).tolist()
-    return out
-
-
-def linear_map_unsigned(total_bits: int = 4) -> Tensor:
-    """Unsigned linear map {1/2^b, ..., 2^b/2^b} without zero (torchao 4-bit second moment)."""
-    n = 2**total_bits
-    return torch.linspace(0, 1, n + 1, dtype=torch.float32)[1:]
-
-
-def nearest_code(y: Tensor, qmap: Tensor) -> Tensor:
-    """Index of the nearest entry of the sorted ``qmap`` for every element of ``y`` (ties up).
-
-    Bit-identical to torchao's rule (largest i with ``qmap[i] <= y``, then round up iff
-    ``y − qmap[i] >= (qmap[i+1] − qmap[i])/2`` in fp32), computed as one ``bucketize`` against
-    the exact fp32 switching points of that rule (:func:`tie_up_thresholds`).
-    """
-    return _bucketize(y, tie_up_thresholds(qmap))
-
-
-def _bucketize(y: Tensor, thresholds: Tensor) -> Tensor:
-    return torch.bucketize(y, thresholds, out_int32=True, right=True).to(torch.uint8)
-
-
-def tie_up_thresholds(qmap: Tensor) -> Tensor:
-    """For each gap i of the sorted fp32 ``qmap``: the smallest fp32 ``y`` with
-    ``fl(y − qmap[i]) >= fl((qmap[i+1] − qmap[i]) · 0.5)`` (torchao's round-up condition)."""
-    down, up = qmap[:-1], qmap[1:]
-    half = (up - down) * 0.5
-    t = down + half
-    pos_inf = torch.full_like(t, float("inf"))
-    neg_inf = torch.full_like(t, float("-inf"))
-    for _ in range(64):  # move up until the condition holds (monotone in y)
-        bad = (t - down) < half
-        if not bool(bad.any()):
-            break
-        t = torch.where(bad, torch.nextafter(t, pos_inf), t)
-    for _ in range(64):  # then down while the next smaller float still satisfies it
-        lower = torch.nextafter(t, neg_inf)
-        ok = (lower - down) >= half
-        if not bool(ok.any()):
-            break
-        t = torch.where(ok, lower, t)
-    return t
-
-
-_KEY_SHIFT = 16  # LUT buckets of 2**16 consecutive fp32 values (1/128 of an octave)
-
-
-@dataclass(frozen=True)
-class CodeLut:
-    """Lookup table equivalent to ``bucketize(y, thresholds, right=True)`` for ``y`` in [-1, 1].
-
-    ``y``'s fp32 bit pattern, made order-preserving, is cut into buckets; ``lo[b]`` counts the
-    thresholds of lower buckets and at most ``k`` thresholds fall in one bucket, so
-    ``code = lo[b] + Σ_{j<k} [y >= t[lo[b] + j]]`` — a few gathers instead of a binary search.
-    """
-
-    lo: Tensor  # int64 (n_buckets,)
-    thresholds: Tensor  # fp32 (n_thresholds + k,), padded with +inf
-    k: int
-    key_min: int
-    key_max: int
-
-    @staticmethod
-    def build(thresholds: Tensor) -> CodeLut:
-        t = thresholds.detach().float().cpu().contiguous()
-        keys = _ordered_key(t)
-        key_min = int(_ordered_key(torch.tensor([-1.0]))[0])
-        key_max = int(_ordered_key(torch.tensor([1.0]))[0])
-        buckets = torch.arange(key_min, key_max + 1, dtype=torch.int32)
-        lo = torch.searchsorted(keys, buckets, right=False)
-        k = int(torch.unique_consecutive(keys, return_counts=True)[1].max())
-        padded = torch.cat([t, torch.full((k,), float("inf"))])
-        return CodeLut(lo, padded, k, key_min, key_max)
-
-    def to(self, device: str) -> CodeLut:
-        return CodeLut(
-            self.lo.to(device), self.thresholds.to(device), self.k, self.key_min, self.key_max
-        )
-
-    def codes(self, y: Tensor) -> Tensor:
-        """uint8 codes of contiguous fp32 ``y`` (same result as :func:`_bucketize`)."""
-        key = _ordered_key(y).clamp_(self.key_min, self.key_max).sub_(self.key_min)
-        base = torch.take(self.lo, key.long())
-        code = base + (y >= torch.take(self.thresholds, base))
-        for j in range(1, self.k):
-            code += y >= torch.take(self.thresholds, base + j)
-        return code.to(torch.uint8)
-
-
-def _ordered_key(y: Tensor) -> Tensor:
-    """Monotone int32 key of fp32 values (sign-magnitude bits -> two's complement order)."""
-    bits = y.contiguous().view(torch.int32)
-    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)) >> _KEY_SHIFT
+def block_absmax(blocks: Tensor) -> Tensor:
+    """``max|x|`` per row of ``blocks`` (two reductions, no ``|x|`` temporary), clipped at
+    1e-12 as torchao so an all-zero block stays representable."""
+    return torch.maximum(blocks.amax(dim=-1), blocks.amin(dim=-1).neg_()).clip_(1e-12)
 
 
 def quantize_blockwise(
@@ -191,37 +93,60 @@ def quantize_blockwise(
     The absmax is clipped at 1e-12 (torchao) so an all-zero block stays representable.
     ``lut`` (a :class:`CodeLut` of ``qmap``'s thresholds, same codes) may be passed precomputed.
     """
+    y, absmax = normalize_blocks(x, block_size)
+    if lut is None:
+        return bucketize_codes(y, tie_up_thresholds(qmap)), absmax
+    return lut.codes(y), absmax
+
+
+def normalize_blocks(x: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
+    """``(y, absmax)``: the flattened ``x`` divided by its block's absmax (in [-1, 1])."""
     flat = x.reshape(-1).float()
     n = flat.numel()
-    n_blocks = math.ceil(n / block_size)
+    n_blocks = -(-n // block_size)  # integer ceil: stays symbolic under torch.compile
     pad = n_blocks * block_size - n
     blocks = (torch.nn.functional.pad(flat, (0, pad)) if pad else flat).view(n_blocks, block_size)
-    absmax = blocks.abs().amax(dim=-1).clip(1e-12)
-    y = (blocks / absmax.view(-1, 1)).view(-1)
-    if pad:
-        y = y[:n]
-    if lut is None:
-        return _bucketize(y, tie_up_thresholds(qmap)), absmax
-    return lut.codes(y), absmax
+    absmax = block_absmax(blocks)
+    y = torch.div(blocks, absmax.view(-1, 1)).view(-1)
+    return (y[:n] if pad else y), absmax
 
 
 def dequantize_blockwise(
     codes: Tensor, absmax: Tensor, qmap: Tensor, block_size: int, numel: int
 ) -> Tensor:
-    """Inverse of :func:`quantize_blockwise`: flat fp32 tensor of ``numel`` elements."""
-    vals = torch.take(qmap, codes[:numel].long())
-    pad = absmax.numel() * block_size - numel
-    if pad:
-        vals = torch.nn.functional.pad(vals, (0, pad))
-    out = (vals.view(-1, block_size) * absmax.view(-1, 1)).view(-1)
-    return out[:numel] if pad else out
+    """Inverse of :func:`quantize_blockwise`: flat fp32 tensor of ``numel`` elements.
+
+    ``qmap`` may also be the int64 pair table of :func:`pair_table` with ``codes`` packed two
+    per byte (4-bit): one gather yields both values of a byte."""
+    vals = qmap.index_select(0, codes.view(-1).to(torch.int32)).view(torch.float32)[:numel]
+    return scale_blocks_(vals, absmax, block_size)
+
+
+def scale_blocks_(vals: Tensor, absmax: Tensor, block_size: int) -> Tensor:
+    """``vals[i] *= absmax[i // block_size]`` in place (a last partial block included)."""
+    n = vals.numel()
+    full = (n // block_size) * block_size
+    if full:
+        vals[:full].view(-1, block_size).mul_(absmax[: full // block_size].view(-1, 1))
+    if full < n:
+        vals[full:].mul_(absmax[-1])
+    return vals
+
+
+def pair_table(qmap: Tensor) -> Tensor:
+    """``(256,)`` int64 table whose entry ``b`` holds the fp32 pair ``(qmap[b >> 4],
+    qmap[b & 15])`` bit for bit (gathering 1-D int64 is torch's fast path; ``view(float32)``
+    of the gathered entries gives the decoded values in order)."""
+    b = torch.arange(256, device=qmap.device)
+    pairs = torch.stack([qmap[b >> 4], qmap[b & 15]], dim=-1).contiguous()
+    return pairs.view(torch.int64).view(-1)
 
 
 def pack_nibbles(codes: Tensor) -> Tensor:
     """Two 4-bit codes per byte (first code in the high nibble, as torchao)."""
     if codes.numel() % 2:
         codes = torch.nn.functional.pad(codes, (0, 1))
-    return (codes[0::2] << 4) | codes[1::2]
+    return torch.bitwise_left_shift(codes[0::2], 4).bitwise_or_(codes[1::2])
 
 
 def unpack_nibbles(packed: Tensor, numel: int) -> Tensor:
@@ -268,6 +193,19 @@ def _qmap(bits: int, signed: bool, device: str) -> Tensor:
     return _maps(bits, signed, device)[0]
 
 
+def maps_of(bits: int, signed: bool, device: str) -> tuple[Tensor, CodeLut, Tensor]:
+    """``(qmap, code LUT, decode table)`` of a block-wise format on ``device`` (cached)."""
+    qmap, lut = _maps(bits, signed, device)
+    return qmap, lut, _decode_table(bits, signed, device)
+
+
+@lru_cache(maxsize=32)
+def _decode_table(bits: int, signed: bool, device: str) -> Tensor:
+    """What a stored byte decodes to: the qmap (8-bit) or its pair table (4-bit, packed)."""
+    qmap = _qmap(bits, signed, device)
+    return qmap if bits == 8 else pair_table(qmap)
+
+
 def _numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
 
@@ -311,10 +249,8 @@ class BlockwiseCodec:
             return d[""].float().view(shape)
         n = _numel(shape)
         codes = d["q"]
-        if self.bits == 4:
-            codes = unpack_nibbles(codes, n)
-        qmap = _qmap(self.bits, self.signed, str(codes.device))
-        return dequantize_blockwise(codes, d["scale"], qmap, self.block_size, n).view(shape)
+        table = _decode_table(self.bits, self.signed, str(codes.device))
+        return dequantize_blockwise(codes, d["scale"], table, self.block_size, n).view(shape)
 
     def state_bytes(self, shape: tuple[int, ...]) -> int:
         n = _numel(shape)

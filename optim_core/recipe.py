@@ -14,13 +14,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from optim_core.stage_specs import (  # noqa: F401 - re-exported
+    AdafactorSpec,
+    AdamMiniSpec,
+    AdamSpec,
+    EmaSpec,
+    FrobeniusSpec,
+    FrugalBlockSpec,
+    NewtonSchulzSpec,
+    NormSpec,
+    ScaleSpec,
+    ShapeScaleSpec,
+    SinkhornSpec,
+    StateBits,
+    SvdSpec,
+    WeightQuantSpec,
+    WhitenSpec,
+    _OmitDefaults,
+    _Strict,
+)
 
 Label = Literal["matrix", "embedding", "head", "vector"]
 LABELS: tuple[str, ...] = ("matrix", "embedding", "head", "vector")
-StateBits = Literal[32, 16, 8, 4]
 WdMode = Literal["decoupled_before", "decoupled_after", "coupled"]
 NormName = Literal[
     "adam",
@@ -40,136 +64,15 @@ Placement = Literal["none", "all", "matrices", "head", "embed_and_head"]
 Other = Literal["adamw", "sgd", "sign", "same"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# stage specs (pipeline form); ``type`` is the discriminator and the key of
-# ``optim_core.compile.STAGE_FACTORIES``
-# ---------------------------------------------------------------------------------------------
-
-
-class AdamSpec(_Strict):
-    """Adam direction (m, v); ``style`` torch (ε after bias correction) or hf."""
-
-    type: Literal["adam"] = "adam"
-    beta1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta2: float = Field(0.999, ge=0.0, lt=1.0)
-    eps: float = Field(1e-8, ge=0.0)
-    style: Literal["torch", "hf"] = "torch"
-    state_bits: StateBits = 32
-    block: int | None = Field(None, gt=0)
-
-
-class EmaSpec(_Strict):
-    """Momentum buffer: lerp / mul_add EMA or heavy_ball; output buffer, Nesterov or Lion interp."""
-
-    type: Literal["ema"] = "ema"
-    beta: float = Field(0.9, ge=0.0, lt=1.0)
-    form: Literal["lerp", "mul_add", "heavy_ball"] = "lerp"
-    dampening: float = Field(0.0, ge=0.0, le=1.0)
-    init: Literal["zeros", "first"] = "zeros"
-    output: Literal["state", "nesterov_lerp", "nesterov_add", "interp"] = "state"
-    interp_beta: float = Field(0.9, ge=0.0, le=1.0)
-    state_bits: StateBits = 32
-    block: int | None = Field(None, gt=0)
-
-
-class NormSpec(_Strict):
-    """Stateless per-tensor / per-row / per-column normalization or sign."""
-
-    type: Literal["rms", "row", "col", "standardize", "sign"]
-    eps: float = Field(1e-8, ge=0.0)
-
-
-class FrobeniusSpec(_Strict):
-    """Whole update to Frobenius norm ``target``."""
-
-    type: Literal["frobenius"] = "frobenius"
-    target: float = Field(1.0, gt=0.0)
-    eps: float = Field(1e-8, ge=0.0)
-    eps_mode: Literal["add", "clamp"] = "add"
-
-
-class SinkhornSpec(_Strict):
-    """SinkGD's alternating row/column ℓ2 normalization."""
-
-    type: Literal["sinkhorn"] = "sinkhorn"
-    iters: int = Field(5, ge=1, le=100)
-    eps: float = Field(1e-8, ge=0.0)
-
-
-class NewtonSchulzSpec(_Strict):
-    """Quintic Newton–Schulz orthogonalization (Muon)."""
-
-    type: Literal["ns"] = "ns"
-    coeffs: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
-    steps: int = Field(5, ge=1, le=50)
-    eps: float = Field(1e-7, gt=0.0)
-    dtype: Literal["bf16", "fp32"] = "bf16"
-    op_order: Literal["torch_addmm", "kj"] = "torch_addmm"
-
-
-class SvdSpec(_Strict):
-    """Exact polar factor U·Vᵀ."""
-
-    type: Literal["svd"] = "svd"
-
-
-class WhitenSpec(_Strict):
-    """SWAN whitening (G·Gᵀ)^(-1/2)·G, rescaled to RMS 1 when ``rescale``."""
-
-    type: Literal["whiten"] = "whiten"
-    steps: int = Field(10, ge=1, le=100)
-    exact: bool = False
-    rescale: bool = True
-
-
-class ShapeScaleSpec(_Strict):
-    """Muon's shape factor on the lr (torch) or on the update (KJ)."""
-
-    type: Literal["shape_scale"] = "shape_scale"
-    rule: Literal["original", "match_rms_adamw"] = "original"
-    where: Literal["lr", "update"] = "lr"
-
-
-class ScaleSpec(_Strict):
-    """Multiply the update by a constant."""
-
-    type: Literal["scale"] = "scale"
-    factor: float
-
-
-class AdafactorSpec(_Strict):
-    """torch.optim.Adafactor (factored second moment, RMS clipping, relative step)."""
-
-    type: Literal["adafactor"] = "adafactor"
-    beta2_decay: float = Field(-0.8, le=0.0)
-    eps1: float | None = Field(None, ge=0.0)
-    eps2: float = Field(1e-3, ge=0.0)
-    d: float = Field(1.0, gt=0.0)
-
-
-class AdamMiniSpec(_Strict):
-    """Adam-mini: per-element first moment, one second moment per row / head / tensor."""
-
-    type: Literal["adam_mini"] = "adam_mini"
-    beta1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta2: float = Field(0.999, ge=0.0, lt=1.0)
-    eps: float = Field(1e-8, ge=0.0)
-    block: Literal["row", "head", "tensor"] = "row"
-    n_heads: int = Field(1, ge=1)
-
-
 # --- low-rank wrapping stage (runtime: optim_core.lowrank.LowRank, owned by the low-rank /
 # --- quantization engineer; add fields here when LowRank grows) ---------------------------------
 
 
 class CosmosSpec(_Strict):
     """COSMOS (optimizers.md §15) on a hidden matrix: eigen-Adam on a tracked rank-``rank``
-    input subspace + Newton–Schulz on the complement; matrices with more than ``max_rows`` rows
-    fall back to Adam (same betas/eps), as the reference does for ``size(0) > 10000``."""
+    input subspace + Newton–Schulz on the complement; vectors and matrices with more than
+    ``max_rows`` rows take the reference's Adam branch (``optim_core.cosmos.CosmosAdam``), as
+    ``COSMOS_optim.py`` does for ``size(0) > 10000``."""
 
     type: Literal["cosmos"] = "cosmos"
     beta1: float = Field(0.95, ge=0.0, lt=1.0)
@@ -224,10 +127,14 @@ StageSpec = Annotated[
     | AdafactorSpec
     | AdamMiniSpec
     | LowRankSpec
-    | CosmosSpec,
+    | CosmosSpec
+    | FrugalBlockSpec
+    | WeightQuantSpec,
     Field(discriminator="type"),
 ]
-STATEFUL_TYPES = frozenset({"adam", "ema", "adafactor", "adam_mini", "lowrank", "cosmos"})
+STATEFUL_TYPES = frozenset(
+    {"adam", "ema", "adafactor", "adam_mini", "lowrank", "cosmos", "frugal_block"}
+)
 
 
 def _check_rank(v: int | float | None) -> int | float | None:
@@ -246,16 +153,36 @@ def _check_rank(v: int | float | None) -> int | float | None:
     return float(v)
 
 
-class Route(_Strict):
+class Route(_OmitDefaults):
     """Parameters matched by ``names`` (fnmatch globs, checked first) or ``labels``; both empty
-    = catch-all. Each route has its own stages, lr multiplier and weight decay."""
+    = catch-all. Each route has its own stages, lr and weight decay.
+
+    The route's lr is relative (``lr_mult`` × the recipe's or ``build``'s lr, so lr sweeps move
+    it) or absolute (``lr``: fixed, e.g. a secondary Adam lr a paper pins; only the lr schedule
+    scales it). Give one of them.
+    """
+
+    omit_if_default: ClassVar[tuple[str, ...]] = ("lr",)
 
     labels: list[Label] = []
     names: list[str] = []
     stages: list[StageSpec] = []
     lr_mult: float = Field(1.0, ge=0.0)
+    lr: float | None = Field(None, gt=0.0)  # absolute lr; None: relative (lr_mult)
     weight_decay: float | None = Field(None, ge=0.0)  # None: the recipe's weight_decay
     wd_mode: WdMode = "decoupled_before"
+
+    @model_validator(mode="after")
+    def _one_lr(self) -> Route:
+        if self.lr is not None and self.lr_mult != 1.0:
+            raise ValueError(
+                "route: give either 'lr' (absolute) or 'lr_mult' (relative), not both"
+            )
+        return self
+
+    def group_lr(self, base_lr: float) -> float:
+        """This route's lr when the recipe's base lr is ``base_lr``."""
+        return self.lr if self.lr is not None else base_lr * self.lr_mult
 
 
 class Pipeline(_Strict):
@@ -333,7 +260,9 @@ class Recipe(_Strict):
         pydantic.ValidationError: unknown fields, bad values, or neither/both forms.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     schema_version: Literal[1] = Field(1, alias="schema")
     name: str | None = None

@@ -26,6 +26,7 @@ from optim_core.recipe import Recipe
 
 __all__ = [
     "CHECKS",
+    "LLAMA_FACTS",
     "LLAMA_SHAPES",
     "TinyLM",
     "check_bf16_params",
@@ -58,6 +59,7 @@ def llama_shapes(
 
 
 LLAMA_SHAPES = llama_shapes()
+LLAMA_FACTS = {"n_heads": 4, "n_kv_heads": 4}  # model facts of LLAMA_SHAPES (head dim 16)
 
 
 class TinyLM(nn.Module):
@@ -201,18 +203,18 @@ def _fake_params(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype) -> dict
 def check_state_bytes_exact(recipe: Recipe, dtype: torch.dtype = torch.float32) -> None:
     """Analytical ``state_bytes`` on LLaMA shapes equals the measured bytes after two steps."""
     params = _fake_params(LLAMA_SHAPES, dtype)
-    opt = RecipeOptimizer(recipe, params)
+    opt = RecipeOptimizer(recipe, params, model_facts=LLAMA_FACTS)
     opt.step()
     opt.step()
     measured = measure_state_bytes(opt)
-    expected = state_bytes(recipe, LLAMA_SHAPES, dtype)
+    expected = state_bytes(recipe, LLAMA_SHAPES, dtype, model_facts=LLAMA_FACTS)
     assert measured == expected, f"{recipe.name}: measured {measured} != analytical {expected}"
 
 
 def matrix_state_bytes(recipe: Recipe) -> int:
     """Measured state bytes of the hidden-matrix parameters of LLaMA shapes after one step."""
     params = _fake_params(LLAMA_SHAPES, torch.float32)
-    opt = RecipeOptimizer(recipe, params)
+    opt = RecipeOptimizer(recipe, params, model_facts=LLAMA_FACTS)
     opt.step()
     total = 0
     for name, p in params.items():

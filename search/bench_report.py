@@ -69,8 +69,10 @@ def report(session: Session, benchmark_id: int) -> dict[str, Any]:
     tokens = get_workload(bench.workload).tokens_per_step
     base_cells = [c for c in bench.cells if c.arm == 0]
     baseline = {c.horizon: seed_losses(c) for c in base_cells if len(seed_losses(c)) >= 2}
-    base_time = _step_time([r for c in base_cells for r in confirm_runs(c)], tokens)
-    cells = [_cell(c, spec, baseline, base_time, tokens) for c in bench.cells]
+    # step times are compared with the baseline's at the same horizon (same model, same
+    # evaluation cadence), so the baseline's own cells have ratio 1 and time speedup = steps
+    base_times = {c.horizon: _step_time(confirm_runs(c), tokens) for c in base_cells}
+    cells = [_cell(c, spec, baseline, base_times.get(c.horizon), tokens) for c in bench.cells]
     return {
         "id": bench.id,
         "name": bench.name,

@@ -39,7 +39,7 @@ class IdempotencyConflictError(ValueError):
 class RecipeRef(BaseModel):
     """One recipe of an experiment: a preset name or a recipe object, optionally named."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     preset: str | None = Field(None, description="a preset name (GET /v1/presets)")
     recipe: dict[str, Any] | None = Field(None, description="a recipe (design or pipeline form)")
     name: str | None = Field(None, max_length=128, description="display name")
@@ -60,7 +60,7 @@ def _finite_positive(value: float) -> float:
 class ExperimentCreate(BaseModel):
     """An experiment spec: every recipe x seed x lr becomes one run of ``workload``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     recipes: list[RecipeRef] = Field(
         ..., min_length=1, description="preset names or recipe objects (or a single one)"
     )
@@ -215,7 +215,7 @@ def create_experiment(
     """
     body = spec.model_dump(mode="json", exclude_none=True)
     if idempotency_key:
-        earlier = _by_key(session, idempotency_key, body)
+        earlier = _by_key(session, idempotency_key, body, owner)
         if earlier is not None:
             return earlier, []
     plan = plan_experiment(spec)
@@ -225,7 +225,7 @@ def create_experiment(
             session.add(exp)
             session.flush()
     except IntegrityError:  # a concurrent request with the same key won the race
-        earlier = _by_key(session, idempotency_key or "", body)
+        earlier = _by_key(session, idempotency_key or "", body, owner)
         if earlier is None:
             raise
         return earlier, []
@@ -250,8 +250,14 @@ def create_experiment(
     return exp, to_dispatch
 
 
-def _by_key(session: Session, key: str, body: dict[str, Any]) -> Experiment | None:
-    earlier = session.scalars(select(Experiment).where(Experiment.idempotency_key == key)).first()
+def _by_key(
+    session: Session, key: str, body: dict[str, Any], owner: str | None
+) -> Experiment | None:
+    """The owner's experiment with this Idempotency-Key (keys are scoped per owner)."""
+    same_owner = Experiment.owner.is_(None) if owner is None else Experiment.owner == owner
+    earlier = session.scalars(
+        select(Experiment).where(Experiment.idempotency_key == key, same_owner)
+    ).first()
     if earlier is not None and earlier.spec != body:
         raise IdempotencyConflictError(
             f"Idempotency-Key {key!r} was already used with a different spec "

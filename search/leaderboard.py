@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Float, Select, cast, func, select
 from sqlalchemy.orm import Session
 
-from core.models import Recipe, Run, RunStatus
+from core.models import Recipe, Run, RunStatus, SearchTrial
 
 # sort key -> (row field, descending by default)
 SORT_FIELDS: dict[str, tuple[str, bool]] = {
@@ -181,6 +181,7 @@ def leaderboard(
         strict=True,
     ):
         row["pareto"] = flag
+    add_labels(session, rows)
     ordered = _sorted(rows, field, desc)
     return {
         "workload": workload,
@@ -193,13 +194,41 @@ def leaderboard(
     }
 
 
-def board_choices(session: Session) -> list[dict[str, Any]]:
-    """(workload, steps) pairs that have succeeded runs, most runs first."""
+def add_labels(session: Session, rows: list[dict[str, Any]]) -> None:
+    """``label`` of each row: the recipe's name, or "study N / trial k" (Optuna's number) for
+    an unnamed recipe a study proposed (its first trial), else the short hash."""
+    unnamed = [r["recipe_id"] for r in rows if r["name"] == r["recipe_hash"][:10]]
+    first: dict[int, str] = {}
+    if unnamed:
+        stmt = (
+            select(SearchTrial.recipe_id, SearchTrial.study_id, SearchTrial.number)
+            .where(SearchTrial.recipe_id.in_(unnamed))
+            .order_by(SearchTrial.id)
+        )
+        for recipe_id, study_id, number in session.execute(stmt):
+            if recipe_id is not None:
+                first.setdefault(recipe_id, f"study {study_id} / trial {number}")
+    for r in rows:
+        r["label"] = first.get(r["recipe_id"], r["name"])
+
+
+def board_choices(session: Session, split_reused: bool = False) -> list[dict[str, Any]]:
+    """(workload, steps) pairs that have succeeded runs, most runs first.
+
+    ``n_runs`` counts every succeeded run (reused copies too, the API's contract); with
+    ``split_reused`` each pair also has ``n_trained`` and ``n_reused`` (the web pages)."""
     n = func.count(Run.id)
+    trained = func.count(Run.id).filter(Run.reused_from_id.is_(None))
     stmt = (
-        select(Run.workload, Run.steps, n.label("n"))
+        select(Run.workload, Run.steps, n.label("n"), trained.label("n_trained"))
         .where(Run.status == RunStatus.succeeded.value)
         .group_by(Run.workload, Run.steps)
         .order_by(n.desc(), Run.workload, Run.steps)
     )
-    return [{"workload": w, "steps": s, "n_runs": k} for w, s, k in session.execute(stmt)]
+    out = []
+    for w, s, k, t in session.execute(stmt):
+        row: dict[str, Any] = {"workload": w, "steps": s, "n_runs": k}
+        if split_reused:
+            row.update(n_trained=t, n_reused=k - t)
+        out.append(row)
+    return out

@@ -98,24 +98,26 @@ def _failure_reason(run: Run) -> str:
 def decide_trial(trial: SearchTrial, runs: list[Run], spec: StudySpec, opt: Any) -> None:
     """Record the trial's outcome in our row and in Optuna (all runs terminal)."""
     from search import study as ostudy
+    from search.trial_report import trial_report
 
+    extra = trial_report(trial, runs)  # learning curve and run/recipe links for the dashboard
     bad = [r for r in runs if r.status in _BAD]
     pruned = [r for r in runs if r.status == RunStatus.pruned]
     if bad:
         reason = _failure_reason(bad[0])
         finish(trial, TrialStatus.failed, reason=reason)
-        ostudy.tell(opt, trial.number, "failed", reason=reason)
+        ostudy.tell(opt, trial.number, "failed", reason=reason, **extra)
         return
     if pruned:
         step = min(r.stopped_step or 0 for r in pruned)
         finish(trial, TrialStatus.pruned, reason=f"pruned at step {step}")
         trial.pruned_step = step
-        ostudy.tell(opt, trial.number, "pruned", step=step)
+        ostudy.tell(opt, trial.number, "pruned", step=step, **extra)
         return
     values = trial_values(spec, runs)
     if values is None:
         finish(trial, TrialStatus.failed, reason="no finite objective value")
-        ostudy.tell(opt, trial.number, "failed", reason="no finite objective value")
+        ostudy.tell(opt, trial.number, "failed", reason="no finite objective value", **extra)
         return
     constraint = None
     if spec.max_state_bytes_per_param is not None:
@@ -124,7 +126,7 @@ def decide_trial(trial: SearchTrial, runs: list[Run], spec: StudySpec, opt: Any)
             constraint = sbpp - spec.max_state_bytes_per_param
     trial.values = values
     finish(trial, TrialStatus.complete)
-    ostudy.tell(opt, trial.number, "complete", values=values, constraint=constraint)
+    ostudy.tell(opt, trial.number, "complete", values=values, constraint=constraint, **extra)
 
 
 def finish(trial: SearchTrial, status: TrialStatus, reason: str | None = None) -> None:

@@ -175,7 +175,7 @@ def state_bytes_on(recipe: Any, spec: Any) -> int:
 
     try:
         model = optim_core.Recipe.model_validate(recipe)
-        return int(optim_core.state_bytes(model, named_shapes(spec)))
+        return int(optim_core.state_bytes(model, named_shapes(spec), model_facts=spec.model))
     except Exception as exc:  # noqa: BLE001 - e.g. a rank larger than a matrix of this model
         raise RecipeError.at(
             (), f"recipe does not fit workload {spec.name!r}: {type(exc).__name__}: {exc}"

@@ -52,8 +52,10 @@ def upsert_recipe_row(
 def succeeded_twin(session: Session, run: Run) -> Run | None:
     """The oldest succeeded run identical to ``run`` (recipe, workload, steps, seed, lr, warmup)
     whose final loss was measured under the current evaluation protocol."""
-    warmup = Run.warmup_frac.is_(None) if run.warmup_frac is None else (
-        Run.warmup_frac == run.warmup_frac
+    warmup = (
+        Run.warmup_frac.is_(None)
+        if run.warmup_frac is None
+        else (Run.warmup_frac == run.warmup_frac)
     )
     return session.scalars(
         select(Run)

@@ -94,7 +94,7 @@ def create_study(session: Session, spec: StudySpec, owner: str | None = None) ->
     for field, value, limit in limits:
         if value > limit:
             raise StudySpecError(f"{field} {value} exceeds the service limit {limit}", field)
-    _check_workload(spec.workload, spec.steps)
+    _check_workload(spec.workload, spec.steps, spec.queue)
     row = SearchStudy(
         name=spec.name or f"study-{uuid.uuid4().hex[:8]}",
         spec=spec.model_dump(mode="json"),
@@ -113,7 +113,7 @@ def create_study(session: Session, spec: StudySpec, owner: str | None = None) ->
     return row
 
 
-def _check_workload(name: str, steps: int) -> None:
+def _check_workload(name: str, steps: int, queue: str) -> None:
     from core.workloads import get_workload
 
     try:
@@ -124,6 +124,8 @@ def _check_workload(name: str, steps: int) -> None:
         raise StudySpecError(
             f"steps {steps} exceeds workload {name}'s max_steps {workload.max_steps}", "steps"
         )
+    if workload.gpu_only and queue != "gpu":  # like experiments: no GPU-sized runs on cpu
+        raise StudySpecError(f"workload {name!r} is GPU-sized: queue must be 'gpu'", "queue")
 
 
 def cancel_study(session: Session, study_id: int) -> SearchStudy:

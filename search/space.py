@@ -53,7 +53,7 @@ class SpaceError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FloatRange(_Strict):
@@ -143,7 +143,9 @@ class DesignSpace(_Strict):
     weight_decay: FloatRange | list[float] = Field(default_factory=lambda: [0.0])
     fixed: dict[str, Any] = Field(default_factory=lambda: {"other": "adamw"})
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 # --------------------------------------------------------------------------------------------

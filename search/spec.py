@@ -20,7 +20,7 @@ class StudySpecError(ValueError):
 class StudySpec(BaseModel):
     """What a client submits to start a study (API body, CLI flags)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = Field(None, max_length=200)
     workload: str = "synthetic-lm"

@@ -277,8 +277,11 @@ def param_importances(
     """
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
+    storage_url = _storage_url(url)
+    if not _sqlite_file_exists(storage_url):
+        return {}  # no study was ever told here: do not create Optuna's tables just to look
     try:
-        study = optuna.load_study(study_name=name, storage=get_storage(_storage_url(url)))
+        study = optuna.load_study(study_name=name, storage=get_storage(storage_url))
     except KeyError:
         return {}
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -286,15 +289,31 @@ def param_importances(
         return {}
     out: dict[str, dict[str, float]] = {}
     for i, objective in enumerate(objectives):
+
+        def target(t: optuna.trial.FrozenTrial, i: int = i) -> float:
+            return float(t.values[i])
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tiny-sample notes of the evaluator
             try:
                 scores = get_param_importances(
                     study,
                     evaluator=FanovaImportanceEvaluator(seed=0),
-                    target=lambda t, i=i: t.values[i],
+                    target=target,
                 )
             except (ValueError, RuntimeError):  # no shared varying parameter
                 continue
         out[objective] = {k: float(v) for k, v in scores.items()}
     return out
+
+
+def _sqlite_file_exists(url: str) -> bool:
+    """False only for a SQLite URL whose file does not exist (other backends: True)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return True
+    from pathlib import Path
+
+    return Path(u.database).is_file()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from settings_reset import reset_settings_caches
 
 # Isolate every test session from the user's ~/.optforge before any settings are read.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="optforge-test-"))
@@ -30,18 +31,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
-
-
-def reset_settings_caches() -> None:
-    """Forget cached settings, engines and the Celery client so a changed environment takes
-    effect (the old engines' pools close when they are collected)."""
-    from core.broker import get_celery_client
-    from core.config import get_settings
-    from core.db import get_engine
-
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    get_celery_client.cache_clear()
 
 
 @pytest.fixture

@@ -35,5 +35,7 @@ def running_benchmark_ids() -> list[int]:
     """Ids of running benchmarks (the reaper sends ``benchmark_tick`` for each)."""
     with session_scope() as session:
         return list(
-            session.scalars(select(Benchmark.id).where(Benchmark.status == BenchmarkStatus.running))
+            session.scalars(
+                select(Benchmark.id).where(Benchmark.status == BenchmarkStatus.running)
+            )
         )

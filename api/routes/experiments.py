@@ -10,8 +10,9 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, status
+from sqlalchemy import select
 
-from api.deps import ReaderDep, SessionDep, WriterDep
+from api.deps import CallerDep, ReaderDep, SessionDep, WriterDep, ensure_owner
 from api.errors import unprocessable
 from api.schemas import ExperimentPublic, ExperimentSummaryPublic
 from search import runs as run_views
@@ -85,3 +86,31 @@ def get_experiment(
         return ExperimentPublic(**run_views.experiment_dict(session, experiment_id))
     except LookupError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from exc
+
+
+@router.post("/{experiment_id}/cancel", response_model=ExperimentPublic)
+def cancel_experiment(
+    experiment_id: ExperimentId, session: SessionDep, caller: CallerDep
+) -> ExperimentPublic:
+    """Cancel every queued or running run of the experiment (finished runs stay as they are).
+
+    Only the key that submitted it or an admin key (403 otherwise).
+    """
+    from core.models import Experiment, Run, RunStatus
+
+    exp = session.get(Experiment, experiment_id)
+    if exp is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no experiment {experiment_id}")
+    ensure_owner(caller, exp.owner, f"experiment {experiment_id}")
+    live = (RunStatus.queued, RunStatus.running)
+    run_ids = session.scalars(
+        select(Run.id).where(Run.experiment_id == experiment_id, Run.status.in_(live))
+    ).all()
+    for run_id in run_ids:
+        try:
+            run_views.cancel_run(session, run_id)
+        except run_views.RunStateError:  # finished meanwhile
+            continue
+    session.commit()
+    session.expire_all()
+    return ExperimentPublic(**run_views.experiment_dict(session, experiment_id))

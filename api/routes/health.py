@@ -11,9 +11,23 @@ from api.schemas import HealthPublic
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=HealthPublic)
+@router.get(
+    "/health",
+    response_model=HealthPublic,
+    responses={
+        503: {
+            "model": HealthPublic,
+            "description": "degraded: the database does not answer",
+            "headers": {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}},
+        }
+    },
+)
 def health(session: SessionDep, settings: SettingsDep, response: Response) -> HealthPublic:
-    """Service status, database reachability, backend and auth mode."""
+    """Service status, database reachability, backend and auth mode.
+
+    503 with ``status: degraded`` and ``Retry-After`` while the database does not answer; the
+    next request after it is back answers 200 again (the pool pings before reuse).
+    """
     import optforge
 
     try:
@@ -22,6 +36,7 @@ def health(session: SessionDep, settings: SettingsDep, response: Response) -> He
     except Exception as exc:  # noqa: BLE001 - any failure is "the database is down"
         database = f"error: {exc.__class__.__name__}"
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        response.headers["Retry-After"] = str(settings.retry_after_s)
     return HealthPublic(
         status="ok" if database == "ok" else "degraded",
         version=optforge.__version__,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from sqlalchemy.orm import Session
 
-from api.deps import ReaderDep, SessionDep, WriterDep
+from api.deps import CallerDep, ReaderDep, SessionDep, ensure_owner
 from api.schemas import RunMetricsPublic, RunPublic
 from search import runs as run_views
 
@@ -42,9 +43,29 @@ def get_metrics(
         raise _not_found(exc) from exc
 
 
+def run_owner(session: Session, run_id: int) -> str | None:
+    """The owner of a run: its experiment's, study's or benchmark's (404 if no such run)."""
+    from core.models import Run
+
+    run = session.get(Run, run_id)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+    if run.experiment is not None:
+        return run.experiment.owner
+    if run.trial is not None:
+        return run.trial.study.owner
+    if run.cell is not None:
+        return run.cell.benchmark.owner
+    return None
+
+
 @router.post("/{run_id}/cancel", response_model=RunPublic)
-def cancel(run_id: RunId, session: SessionDep, _writer: WriterDep) -> RunPublic:
-    """Cancel a queued run, or ask a running one to stop at its next step (409 if finished)."""
+def cancel(run_id: RunId, session: SessionDep, caller: CallerDep) -> RunPublic:
+    """Cancel a queued run, or ask a running one to stop at its next step (409 if finished).
+
+    Only the key that owns the run (its experiment, study or benchmark) or an admin key: 403.
+    """
+    ensure_owner(caller, run_owner(session, run_id), f"run {run_id}")
     try:
         run = run_views.cancel_run(session, run_id)
         session.commit()

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from sqlalchemy.orm import Session
 
-from api.deps import ReaderDep, SessionDep, WriterDep
+from api.deps import CallerDep, ReaderDep, SessionDep, WriterDep, ensure_owner
 from api.errors import unprocessable
 from search.spec import StudySpec
 
@@ -94,9 +94,18 @@ def trials(study_id: StudyId, session: SessionDep, _reader: ReaderDep) -> list[d
 
 
 @router.post("/{study_id}/cancel")
-def cancel(study_id: StudyId, session: SessionDep, _writer: WriterDep) -> dict[str, Any]:
-    """Cancel a running study (queued runs cancelled, running runs asked to stop)."""
+def cancel(study_id: StudyId, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
+    """Cancel a running study (queued runs cancelled, running runs asked to stop).
+
+    Only the key that started the study or an admin key (403 otherwise).
+    """
+    from core.models import SearchStudy
     from search.scheduler import cancel_study
+
+    study = session.get(SearchStudy, study_id)
+    if study is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study {study_id}")
+    ensure_owner(caller, study.owner, f"study {study_id}")
 
     try:
         cancel_study(session, study_id)

@@ -1,19 +1,27 @@
 """Login for the web pages when ``settings.auth_mode == "all"``.
 
 A browser cannot send ``Authorization: Bearer``, so ``POST /login`` takes the API key from a
-form, checks it with ``api.deps.verified_key`` and sets an HttpOnly, SameSite=Lax cookie. The
-cookie never holds the key: it is ``<key id>.<issued unix time>.<HMAC-SHA256>`` keyed by the
-key's stored hash, so it is checked against the ``api_keys`` row on every page (a revoked or
-deleted key logs its sessions out) and expires after ``SESSION_MAX_AGE_S``. Pages also accept
-the Bearer (or ``X-API-Key``) header, for scripts. Modes ``writes``/``off``: pages are public.
+form, checks it with ``api.deps.verified_key``, stores a session (``web_sessions``) and sets an
+HttpOnly, SameSite=Lax cookie ``<session id>.<random token>.<HMAC-SHA256>``. The HMAC key is
+the server's secret (``settings.session_secret``, else generated once into
+``data_dir/session_secret``), never anything in the database, and the database keeps only a
+hash of the token: reading the database does not let anyone mint or replay a session. Every
+page checks the stored session (expiry, ``revoked_at``) and its key (revoked: logged out);
+logout revokes the session, so an old cookie replayed afterwards gets the login page. Pages
+also accept the Bearer (or ``X-API-Key``) header, for scripts. Modes ``writes``/``off``: pages
+are public.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import time
+import os
+import secrets
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,42 +33,107 @@ from starlette.responses import RedirectResponse, Response
 
 from api.deps import app_settings, presented_key, request_sessionmaker, verified_key
 from api.web.render import render
-from core.models import ApiKey
+from core.config import Settings
+from core.models import ApiKey, WebSession
 
 COOKIE = "optforge_session"
 SESSION_MAX_AGE_S = 7 * 24 * 3600
 MAX_FORM_BYTES = 4096
-_CONTEXT = "optforge-web-session-v1"
+_CONTEXT = "optforge-web-session-v2"
 
 router = APIRouter(include_in_schema=False)
 
 
-def _mac(key_hash: str, key_id: int, issued: int) -> str:
-    msg = f"{_CONTEXT}:{key_id}:{issued}".encode()
-    return hmac.new(key_hash.encode(), msg, hashlib.sha256).hexdigest()
+def session_secret(settings: Settings) -> bytes:
+    """The cookie-signing secret: the setting, else the one generated into the data dir."""
+    if settings.session_secret:
+        return settings.session_secret.encode()
+    return _secret_file(settings.data_dir / "session_secret")
 
 
-def session_token(row: ApiKey, now: float | None = None) -> str:
-    """The cookie value for a verified key row (no secret of the key itself in it)."""
-    issued = int(time.time() if now is None else now)
-    return f"{row.id}.{issued}.{_mac(row.key_hash, row.id, issued)}"
+@lru_cache(maxsize=8)
+def _secret_file(path: Path) -> bytes:
+    """Read ``path``, creating it (mode 0600, atomically: link of a full temp file) if absent."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)  # fails if another process created it first: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_bytes().strip()
 
 
-def token_owner(session: Session, token: str, now: float | None = None) -> str | None:
-    """The key name behind a valid, unexpired session token of a non-revoked key, else None."""
-    parts = token.split(".")
-    if not token.isascii() or len(token) > 200 or len(parts) != 3:
+def _mac(secret: bytes, sid: int, token: str) -> str:
+    return hmac.new(secret, f"{_CONTEXT}:{sid}:{token}".encode(), hashlib.sha256).hexdigest()
+
+
+def _now(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone
+
+
+def create_session(
+    session: Session, row: ApiKey, secret: bytes, now: datetime | None = None
+) -> str:
+    """Store a session for the verified key ``row``; the cookie value (the caller commits)."""
+    token = secrets.token_urlsafe(24)
+    stored = WebSession(
+        key_id=row.id,
+        token_hash=hashlib.sha256(token.encode()).hexdigest(),
+        created_at=_now(now),
+        expires_at=_now(now) + timedelta(seconds=SESSION_MAX_AGE_S),
+    )
+    session.add(stored)
+    session.flush()
+    return f"{stored.id}.{token}.{_mac(secret, stored.id, token)}"
+
+
+def _stored(session: Session, cookie: str, secret: bytes) -> WebSession | None:
+    """The stored session a correctly signed cookie names (no database read otherwise)."""
+    parts = cookie.split(".")
+    if not cookie.isascii() or len(cookie) > 200 or len(parts) != 3:
         return None
-    if not (parts[0].isdigit() and parts[1].isdigit() and len(parts[0]) < 12):
+    sid, token, mac = parts
+    if not (sid.isdigit() and len(sid) < 12 and token):
         return None
-    key_id, issued = int(parts[0]), int(parts[1])
-    age = (time.time() if now is None else now) - issued
-    if not 0 <= age <= SESSION_MAX_AGE_S:
+    if not hmac.compare_digest(mac, _mac(secret, int(sid), token)):
         return None
-    row = session.get(ApiKey, key_id)
-    if row is None or row.revoked_at is not None:
+    stored = session.get(WebSession, int(sid))
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if stored is None or not hmac.compare_digest(stored.token_hash, digest):
         return None
-    return row.name if hmac.compare_digest(parts[2], _mac(row.key_hash, key_id, issued)) else None
+    return stored
+
+
+def session_owner(
+    session: Session, cookie: str, secret: bytes, now: datetime | None = None
+) -> str | None:
+    """The key name of a valid, unexpired, unrevoked session of a non-revoked key, else None."""
+    stored = _stored(session, cookie, secret)
+    if stored is None or stored.revoked_at is not None:
+        return None
+    if not _aware(stored.created_at) <= _now(now) < _aware(stored.expires_at):
+        return None
+    row = session.get(ApiKey, stored.key_id)
+    return row.name if row is not None and row.revoked_at is None else None
+
+
+def revoke_session(session: Session, cookie: str, secret: bytes) -> bool:
+    """End the session the cookie names (logout); False for a cookie that names none."""
+    stored = _stored(session, cookie, secret)
+    if stored is None:
+        return False
+    stored.revoked_at = stored.revoked_at or datetime.now(UTC)
+    return True
 
 
 def safe_next(target: str | None) -> str:
@@ -93,7 +166,8 @@ def _page_owner(request: Request) -> str | None:
         if key:
             return verified_key(session, key).name
         token = request.cookies.get(COOKIE)
-        return token_owner(session, token) if token else None
+        secret = session_secret(app_settings(request))
+        return session_owner(session, token, secret) if token else None
 
 
 async def page_guard(request: Request) -> Response | None:
@@ -147,8 +221,11 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _key_token(request: Request, key: str) -> str:
+    secret = session_secret(app_settings(request))
     with request_sessionmaker(request)() as session:
-        return session_token(verified_key(session, key))
+        token = create_session(session, verified_key(session, key), secret)
+        session.commit()
+        return token
 
 
 @router.post("/login")
@@ -180,8 +257,15 @@ async def login(request: Request) -> Response:
 
 @router.api_route("/logout", methods=["GET", "POST"])
 def logout(request: Request) -> Response:
-    """Forget the session cookie and show the login page (or the leaderboard when public)."""
-    target = "/login" if app_settings(request).auth_mode == "all" else "/"
+    """End the session (revoked in the database: the cookie is dead even if replayed) and
+    show the login page (or the leaderboard when pages are public)."""
+    settings = app_settings(request)
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        with request_sessionmaker(request)() as session:
+            if revoke_session(session, cookie, session_secret(settings)):
+                session.commit()
+    target = "/login" if settings.auth_mode == "all" else "/"
     resp = _redirect(target)
     resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax")
     return resp

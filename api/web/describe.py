@@ -16,7 +16,7 @@ _NORM_WORDS = {
     "col": "column-wise RMS normalization",
     "rms": "tensor RMS normalization",
     "frobenius": "Frobenius normalization",
-    "standardize": "row standardization",
+    "standardize": "standardization along the larger side",
     "sinkhorn": "Sinkhorn row/column normalization",
     "ns": "Newton-Schulz orthogonalization",
     "svd": "exact orthogonalization (SVD)",
@@ -86,6 +86,7 @@ def _pipeline(routes: list[dict[str, Any]]) -> list[str]:
         )
         mult = route.get("lr_mult", 1.0)
         extra = f" (lr x{_g(mult)})" if mult != 1.0 else ""
+        extra = f" (lr {_g(route['lr'])}, fixed)" if route.get("lr") is not None else extra
         lines.append(f"{who}: {stages}{extra}")
     return lines
 

@@ -1,5 +1,5 @@
 """Page routes: leaderboard, studies, runs, experiments, running now, compare, recipes
-(server-rendered, read-only), their CSV downloads and the offline Swagger UI at /docs."""
+(server-rendered, read-only) and their CSV downloads."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.deps import SessionDep
-from api.web import auth, bench_pages, views
+from api.web import auth, bench_pages, csv_export, study_views, views
 from api.web.render import not_found, render
+from core.models import SearchStudy
 
 # Every page goes through the login check of ``auth.PageRoute`` (only in auth mode "all").
 router = APIRouter(include_in_schema=False, route_class=auth.PageRoute)
@@ -43,7 +44,7 @@ def leaderboard_page(
 @router.get("/studies")
 def studies_page(request: Request, session: SessionDep, page: str | None = None) -> Response:
     """All studies, newest first."""
-    return render(request, "studies.html", views.studies_view(session, _page(page)))
+    return render(request, "studies.html", study_views.studies_view(session, _page(page)))
 
 
 @router.get("/studies/{study_id}")
@@ -55,10 +56,28 @@ def study_page(
     try:
         if sid is None:
             raise LookupError
-        ctx = views.study_view(session, sid, _page(page))
+        ctx = study_views.study_view(session, sid, _page(page))
     except LookupError:
         return not_found(request, f"There is no study {study_id!r}.")
     return render(request, "study.html", ctx)
+
+
+@router.get("/studies/{study_id}/importance.json")
+def study_importance(session: SessionDep, study_id: str) -> Response:
+    """fANOVA parameter importances of a study's complete trials (a chart spec)."""
+    from fastapi.responses import JSONResponse
+
+    from search.study_view import progress, study_dict
+
+    sid = _int(study_id)
+    study = session.get(SearchStudy, sid) if sid is not None else None
+    if study is None:
+        return JSONResponse({"detail": f"There is no study {study_id!r}."}, status_code=404)
+    info = study_dict(study)
+    objectives = tuple(info["objectives"] or ["val_loss", "state_bytes_per_param"])
+    n_complete = progress(session, study.id)["complete"]
+    spec = study_views.study_importance(study.optuna_study_name, objectives, n_complete)
+    return JSONResponse(spec)
 
 
 @router.get("/runs/{run_id}")
@@ -194,26 +213,3 @@ def running_csv(session: SessionDep) -> Response:
     ctx = running_view(session)
     rows = csv_export.run_csv_rows([*ctx["live"], *ctx["recent"]])
     return csv_export.csv_response(rows, csv_export.RUN_COLUMNS, "running.csv")
-
-
-# --- /docs: Swagger UI from /static (vendored; works offline) -----------------------------
-
-docs_router = APIRouter(include_in_schema=False)
-
-
-@docs_router.get("/docs")
-def swagger_ui() -> Response:
-    """The interactive API docs with the vendored swagger-ui-dist (no CDN)."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="optforge API",
-        swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
-        swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
-        swagger_favicon_url="data:,",
-        swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": False},
-    )
-
-
-router.include_router(docs_router)  # public like /openapi.json (no login in auth mode "all")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,23 @@ def fmt_bytes(v: Any) -> str:
 
 
 def fmt_time(v: Any) -> str:
+    """A timestamp in UTC to the second, ``2026-12-01 20:05:12Z`` (SQLite gives naive UTC)."""
+    if isinstance(v, str):
+        try:
+            v = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            return v
     if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
+        utc = v.astimezone(UTC) if v.tzinfo else v
+        return utc.strftime("%Y-%m-%d %H:%M:%SZ")
     return "—" if v is None else str(v)
+
+
+def fmt_params(params: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Trial parameters as sorted (name, short value) pairs: 4 significant digits."""
+    from api.web.analysis import fmt_value
+
+    return [(k, fmt_value(v)) for k, v in sorted((params or {}).items())]
 
 
 def to_yaml(v: Any) -> str:
@@ -84,6 +98,7 @@ templates.env.filters.update(
     num=fmt_num,
     nbytes=fmt_bytes,
     time=fmt_time,
+    params=fmt_params,
     yaml=to_yaml,
     pretty_json=lambda v: json.dumps(v, indent=2, sort_keys=False),
     short=lambda h: (h or "")[:10],

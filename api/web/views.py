@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.models import Recipe, Run, RunMetric, SearchStudy
+from core.models import Recipe, Run, RunMetric
 
 PER_PAGE = 25
 MAX_COMPARE = 8
@@ -55,7 +55,12 @@ def make_page(number: int, total: int, per_page: int = PER_PAGE) -> Page:
 
 
 def leaderboard_view(
-    session: Session, workload: str | None, steps: int | None, page: int, sort: str = "val_loss"
+    session: Session,
+    workload: str | None,
+    steps: int | None,
+    page: int,
+    sort: str = "val_loss",
+    everything: bool = False,
 ) -> dict[str, Any]:
     """Leaderboard table (one page) and Pareto plot points (all rows) for one workload/steps."""
     from search.leaderboard import SORT_FIELDS, board_choices, leaderboard
@@ -63,18 +68,20 @@ def leaderboard_view(
     if sort.lstrip("-") not in SORT_FIELDS:
         sort = "val_loss"
 
-    options = board_choices(session)
-    if (workload is None or steps is None) and options:
+    options = board_choices(session, split_reused=True)
+    unknown = _unknown_workload(workload)
+    if (workload is None or steps is None) and options and not unknown:
         workload = workload or options[0]["workload"]
         steps = steps or next(
             (o["steps"] for o in options if o["workload"] == workload), options[0]["steps"]
         )
-    empty = {"options": options, "workload": workload, "steps": steps, "rows": [], "sort": sort}
-    if workload is None or steps is None:
+    empty = {"options": options, "workload": workload, "steps": steps, "rows": [], "sort": sort,
+             "unknown": unknown}  # fmt: skip
+    if workload is None or steps is None or unknown:
         return {**empty, "page": make_page(1, 0), "plot": _pareto_plot([])}
     board = leaderboard(session, workload, steps, sort=sort, limit=_PLOT_LIMIT, offset=0)
     all_rows = list(board["rows"])  # the plot shows up to _PLOT_LIMIT recipes
-    pg = make_page(page, int(board["total"]))
+    pg = make_page(page, int(board["total"]), max(1, len(all_rows)) if everything else PER_PAGE)
     if pg.offset + pg.per_page <= len(all_rows) or pg.total <= len(all_rows):
         page_rows = all_rows[pg.offset : pg.offset + pg.per_page]
     else:  # a page past the plotted rows
@@ -83,6 +90,14 @@ def leaderboard_view(
     rows = [{**r, "rank": pg.offset + i + 1} for i, r in enumerate(page_rows)]
     return {**empty, "rows": rows, "total": board.get("total"), "page": pg,
             "plot": _pareto_plot(all_rows)}  # fmt: skip
+
+
+def _unknown_workload(name: str | None) -> dict[str, Any] | None:
+    """``{"name", "valid"}`` when ``?workload=`` names no workload of the catalog."""
+    from core.workloads import workload_names
+
+    valid = workload_names()
+    return None if name is None or name in valid else {"name": name, "valid": valid}
 
 
 def _pareto_plot(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -107,8 +122,9 @@ def _pareto_plot(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _label(row: dict[str, Any]) -> str:
-    """Named recipes (seed presets, user names) are labelled; hash-named ones are not."""
-    name = str(row.get("name") or "")
+    """Named recipes (presets, user names) and study trials ("study 4 / trial 7") are labelled;
+    hash-named ones are not."""
+    name = str(row.get("label") or row.get("name") or "")
     return "" if not name or row["recipe_hash"].startswith(name) else name
 
 
@@ -147,7 +163,27 @@ def run_row(r: Run) -> dict[str, Any]:
         "created_at": r.created_at,
         "started_at": r.started_at,
         "finished_at": r.finished_at,
+        **trial_link(r),
+        "origin": run_origin(r),
     }
+
+
+def trial_link(r: Run) -> dict[str, Any]:
+    """``study_id``, ``trial_number`` (Optuna's) and ``trial_label`` "study N / trial k"."""
+    t = r.trial
+    if t is None:
+        return {"study_id": None, "trial_number": None, "trial_label": None}
+    return {"study_id": t.study_id, "trial_number": t.number,
+            "trial_label": f"study {t.study_id} / trial {t.number}"}  # fmt: skip
+
+
+def run_origin(r: Run) -> str:
+    """Where a run came from: the experiment's origin (cli, demo, api...), or study."""
+    if r.trial is not None:
+        return f"study ({r.trial.study.origin})"
+    if r.experiment is not None:
+        return r.experiment.origin
+    return "benchmark" if r.benchmark_cell_id is not None else "api"
 
 
 def curve(session: Session, run_id: int) -> list[dict[str, Any]]:
@@ -180,7 +216,7 @@ def run_view(session: Session, run_id: int) -> dict[str, Any]:
     run = session.get(Run, run_id)
     if run is None:
         raise LookupError(f"no run {run_id}")
-    points = curve(session, run_id)
+    points = curve(session, run.reused_from_id or run_id)
     label = f"run {run_id}"
     return {
         "run": run_row(run),
@@ -203,8 +239,11 @@ def compare_view(session: Session, ids: list[int]) -> dict[str, Any]:
         label = f"#{r.id} {r.recipe.name or r.recipe.hash[:8]}"
         by_step += curve_series(label, points, "step")
         by_time += curve_series(label, points, "t")
+    from api.web.live import seed_bands
+
     return {
         "runs": [{**run_row(r), "recipe": recipe_row(r.recipe)} for r in found],
+        "bands": seed_bands(session, found),
         "missing": [i for i in ids if i not in runs],
         "by_step": curves_plot(by_step, "step"),
         "by_time": curves_plot(by_time, "wall time (s)"),
@@ -228,12 +267,14 @@ def recipe_row(r: Recipe) -> dict[str, Any]:
     return {"id": r.id, "hash": r.hash, "name": r.name, "canonical": r.canonical}
 
 
-def recipe_view(session: Session, recipe_hash: str, page: int) -> dict[str, Any]:
+def recipe_view(
+    session: Session, recipe_hash: str, page: int, per_page: int = PER_PAGE
+) -> dict[str, Any]:
     recipe = session.scalars(select(Recipe).where(Recipe.hash == recipe_hash)).first()
     if recipe is None:
         raise LookupError(f"no recipe {recipe_hash}")
     total = session.scalar(select(func.count(Run.id)).where(Run.recipe_id == recipe.id)) or 0
-    pg = make_page(page, total)
+    pg = make_page(page, total, per_page)
     runs = session.scalars(
         select(Run)
         .where(Run.recipe_id == recipe.id)
@@ -242,95 +283,3 @@ def recipe_view(session: Session, recipe_hash: str, page: int) -> dict[str, Any]
         .limit(pg.per_page)
     ).all()
     return {"recipe": recipe_row(recipe), "runs": [run_row(r) for r in runs], "page": pg}
-
-
-# --- studies ----------------------------------------------------------------------------------
-
-
-def studies_view(session: Session, page: int) -> dict[str, Any]:
-    from search.scheduler import progress
-    from search.study_view import study_dict
-
-    total = session.scalar(select(func.count(SearchStudy.id))) or 0
-    pg = make_page(page, total)
-    rows = session.scalars(
-        select(SearchStudy).order_by(SearchStudy.id.desc()).offset(pg.offset).limit(pg.per_page)
-    ).all()
-    studies = [{**study_dict(s), "progress": progress(session, s.id)} for s in rows]
-    return {"studies": studies, "page": pg}
-
-
-def study_view(session: Session, study_id: int, page: int) -> dict[str, Any]:
-    from search.study_view import study_detail, trial_dicts
-
-    detail = study_detail(session, study_id)  # LookupError for an unknown id
-    trials = trial_dicts(session, study_id)
-    objectives = detail.get("objectives") or ["val_loss", "state_bytes_per_param"]
-    front_ids = {t["id"] for t in detail["pareto_front"]}
-    pg = make_page(page, len(trials))
-    return {
-        "study": detail,
-        "objectives": objectives,
-        "trials": trials[pg.offset : pg.offset + pg.per_page],
-        "page": pg,
-        "front_ids": front_ids,
-        "pareto": _study_pareto(trials, objectives, front_ids),
-        "history": _history(trials, objectives),
-    }
-
-
-def trial_sbpp(trial: dict[str, Any]) -> float | None:
-    vals = [
-        r["state_bytes_per_param"] for r in trial["runs"] if _finite(r["state_bytes_per_param"])
-    ]
-    return sum(vals) / len(vals) if vals else None
-
-
-def _study_pareto(
-    trials: list[dict[str, Any]], objectives: list[str], front_ids: set[int]
-) -> dict[str, Any]:
-    """Complete trials as loss vs state bytes/param (objective values where they are those)."""
-    points = []
-    for t in trials:
-        if t["status"] != "complete" or not t["values"]:
-            continue
-        vals = dict(zip(objectives, t["values"], strict=False))
-        x = vals.get("state_bytes_per_param", trial_sbpp(t))
-        y = vals.get("val_loss", t["values"][0])
-        if _finite(x) and _finite(y):
-            points.append(
-                {
-                    "x": x,
-                    "y": y,
-                    "label": f"#{t['number']}" if t["id"] in front_ids else "",
-                    "hash": t["recipe_hash"] or "",
-                    "href": f"/recipes/{t['recipe_hash']}" if t["recipe_hash"] else "",
-                    "pareto": t["id"] in front_ids,
-                }
-            )
-    return {
-        "kind": "pareto",
-        "x_label": "optimizer state bytes / param",
-        "y_label": objectives[0] if "val_loss" not in objectives else "val loss",
-        "points": points,
-    }
-
-
-def _history(trials: list[dict[str, Any]], objectives: list[str]) -> dict[str, Any]:
-    """Optimization history: first objective per complete trial and its best so far."""
-    pts = [
-        [t["number"], t["values"][0]]
-        for t in trials
-        if t["status"] == "complete" and t["values"] and _finite(t["values"][0])
-    ]
-    best: list[list[float]] = []
-    for n, v in pts:
-        best.append([n, min(v, best[-1][1]) if best else v])
-    series = []
-    if pts:
-        series = [
-            {"label": objectives[0], "points": pts, "scatter": True},
-            {"label": "best so far", "points": best, "stepped": True},
-        ]
-    return {"kind": "curves", "x_label": "trial", "y_label": objectives[0], "series": series,
-            "x_integer": True}  # fmt: skip

@@ -53,7 +53,12 @@ def serve(
 
 
 @keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Option(help="who the key belongs to")]) -> None:
+def keys_create(
+    name: Annotated[str, typer.Option(help="who the key belongs to")],
+    admin: Annotated[
+        bool, typer.Option("--admin", help="may also cancel runs/studies of other keys")
+    ] = False,
+) -> None:
     """Create a key and print it once (only its sha256 is stored)."""
     from api.deps import create_api_key
     from core.db import session_scope
@@ -61,12 +66,13 @@ def keys_create(name: Annotated[str, typer.Option(help="who the key belongs to")
     _migrate_if_embedded()
     try:
         with session_scope() as session:
-            key = create_api_key(session, name)
+            key = create_api_key(session, name, admin=admin)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(key)
-    typer.echo(f"(API key for {name!r}; store it now: it is not shown again)", err=True)
+    role = "admin key" if admin else "API key"
+    typer.echo(f"({role} for {name!r}; store it now: it is not shown again)", err=True)
 
 
 @keys_app.command("list")
@@ -80,7 +86,8 @@ def keys_list() -> None:
     with session_scope() as session:
         for k in session.scalars(select(ApiKey).order_by(ApiKey.id)):
             state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
-            typer.echo(f"{k.name}\t{k.prefix}…\t{k.created_at:%Y-%m-%d %H:%M}\t{state}")
+            role = "admin" if k.is_admin else "user"
+            typer.echo(f"{k.name}\t{k.prefix}…\t{k.created_at:%Y-%m-%d %H:%M}\t{role}\t{state}")
 
 
 @keys_app.command("revoke")

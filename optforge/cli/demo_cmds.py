@@ -29,7 +29,7 @@ def demo_cmd(
     seeds: int = typer.Option(1, min=1, help="seeds per preset"),
     presets: str = typer.Option(",".join(DEMO_PRESETS), help="comma-separated preset names"),
 ) -> None:
-    """Compare a few optimizers on the default workload and print the leaderboard (~3-5 min CPU)."""
+    """Compare a few optimizers on the default workload and print the leaderboard."""
     from core.config import get_settings
     from core.migrate import upgrade
     from optforge.cli.train_common import setup_torch, stderr_console
@@ -49,7 +49,20 @@ def demo_cmd(
         _train_one(console, run_id, f"run {run_id} ({i}/{len(run_ids)})", steps)
     typer.echo(_board_text(workload, steps))
     typer.echo(f"data in {settings.data_dir}")
-    typer.echo(f"run 'optforge up' and open {settings.public_url}/")
+    typer.echo(f"to browse: {optforge_command()} up  (then open {settings.public_url}/)")
+
+
+def optforge_command() -> str:
+    """The full path of this ``optforge`` (the venv's, even when it is not on PATH)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "optforge"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("optforge")
+    return found or f"{sys.executable} -c 'from optforge.cli import main; main()'"
 
 
 def _submit(names: list[str], workload: str, steps: int, seeds: int) -> tuple[int, list[int]]:
@@ -66,6 +79,7 @@ def _submit(names: list[str], workload: str, steps: int, seeds: int) -> tuple[in
         )
         with session_scope() as session:
             exp, run_ids = create_experiment(session, spec, owner="demo")
+            exp.origin = "demo"
             return exp.id, run_ids
     except UnknownNameError as exc:
         raise typer.BadParameter(f"{exc} (valid: {', '.join(exc.valid)})") from exc
@@ -151,7 +165,7 @@ def _board_text(workload: str, steps: int) -> str:
         table.add_row(
             str(rank),
             f"{row['name']} ({row['recipe_hash'][:8]})",
-            _pm(row["val_loss_mean"], row["val_loss_std"]),
+            _pm(row["val_loss_mean"], row["val_loss_std"], row["n_runs"]),
             _num(row["state_bytes_per_param"], ".2f"),
             _num(row["tokens_per_s"], ",.0f"),
             str(row["n_runs"]),
@@ -167,5 +181,8 @@ def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _pm(mean: float | None, std: float | None) -> str:
-    return "-" if mean is None else f"{mean:.4f} ± {std or 0.0:.4f}"
+def _pm(mean: float | None, std: float | None, n: int) -> str:
+    """Mean ± std over seeds; one seed has no spread, so no ``± 0``."""
+    if mean is None:
+        return "-"
+    return f"{mean:.4f} ± {std or 0.0:.4f}" if n > 1 else f"{mean:.4f}"

@@ -18,6 +18,8 @@ from typing import Any
 
 import typer
 
+from optforge.cli.local_runs import fail, page_url
+
 Execute = Callable[[int], Any]
 
 
@@ -120,7 +122,7 @@ def pareto_table(detail: dict[str, Any]) -> Any:
     for t in detail["pareto_front"]:
         d = (t.get("recipe") or {}).get("design", {})
         table.add_row(
-            str(t["number"]),
+            f"study {detail['id']} / trial {t['number']}",
             *[_fmt(v) for v in t["values"]],
             ">".join(d.get("norms", [])) or "-",
             str((d.get("momentum") or {}).get("placement", "-")),
@@ -150,30 +152,20 @@ def _search(
     seed: int,
     sampler: str,
     as_json: bool,
+    no_record: bool = False,
 ) -> None:
     from rich.console import Console, Group
     from rich.live import Live
 
-    from core.db import session_scope
     from core.migrate import upgrade
-    from search.scheduler import StudySpec, create_study
 
+    if no_record:
+        _scratch_databases()
     upgrade()  # the embedded default's SQLite database: create or migrate it (idempotent)
-    try:
-        spec = StudySpec(
-            workload=workload,
-            steps=steps or _default_steps(workload),
-            space=_load_space_dict(space),
-            n_trials=trials,
-            parallelism=parallel,
-            seed=seed,
-            sampler=sampler,
-        )
-        with session_scope() as session:
-            study_id = create_study(session, spec).id
-    except ValueError as exc:  # SpaceError, StudySpecError, unknown workload, pydantic errors
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    body = {"workload": workload, "steps": _default_steps(workload) if steps is None else steps,
+            "space": _load_space_dict(space), "n_trials": trials, "parallelism": parallel,
+            "seed": seed, "sampler": sampler}  # fmt: skip
+    study_id = _create_cli_study(body)
     console = Console(stderr=as_json)
     try:
         with Live(console=console, refresh_per_second=2, transient=as_json) as live:
@@ -191,6 +183,47 @@ def _search(
     else:
         console.print(pareto_table(detail))
         console.print(_progress_line(detail))
+    typer.echo(f"study {study_id}: {page_url(f'/studies/{study_id}')}", err=as_json)
+
+
+def _create_cli_study(body: dict[str, Any]) -> int:
+    """Validate (the API's StudySpec and create_study checks) and insert the study (origin cli)."""
+    from core.db import session_scope
+    from search.scheduler import StudySpec, create_study
+
+    try:
+        spec = StudySpec(**body)
+        with session_scope() as session:
+            study = create_study(session, spec, owner="cli")
+            study.origin = "cli"
+            return int(study.id)
+    except ValueError as exc:  # SpaceError, StudySpecError, unknown workload, pydantic errors
+        raise fail(_spec_error(exc)) from None
+
+
+def _scratch_databases() -> None:
+    """``--no-record``: the study, its runs, Optuna and the broker in a throw-away directory.
+
+    Set before any database is opened (and inherited by the ``--parallel`` processes); the
+    data cache stays where it is, so nothing is downloaded twice.
+    """
+    import os
+    import tempfile
+
+    from core.config import get_settings
+    from core.db import get_engine
+
+    cache = get_settings().cache_dir
+    tmp = Path(tempfile.mkdtemp(prefix="optforge-search-"))
+    os.environ.update(
+        OPTFORGE_DATABASE_URL=f"sqlite:///{tmp / 'optforge.db'}",
+        OPTFORGE_OPTUNA_STORAGE_URL=f"sqlite:///{tmp / 'optuna.db'}",
+        OPTFORGE_BROKER_URL=f"sqla+sqlite:///{tmp / 'broker.db'}",
+        OPTFORGE_CACHE_DIR=str(cache),
+    )
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    typer.echo(f"--no-record: study kept in {tmp} only", err=True)
 
 
 def _cancel(study_id: int) -> None:
@@ -204,7 +237,27 @@ def _cancel(study_id: int) -> None:
 def _default_steps(workload: str) -> int:
     from core.workloads import get_workload
 
-    return int(get_workload(workload).default_steps)
+    try:
+        return int(get_workload(workload).default_steps)
+    except ValueError as exc:
+        raise fail(f"--workload: {exc}") from None
+
+
+def _spec_error(exc: ValueError) -> str:
+    """One line for a StudySpec / space / study refusal, naming the CLI flag."""
+    from pydantic import ValidationError
+
+    flags = {"n_trials": "--trials", "parallelism": "--parallel", "space": "--space"}
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        msg = str(err["msg"]).removeprefix("Value error, ")
+    else:
+        loc = getattr(exc, "loc", None) or getattr(exc, "field", None) or ()
+        field = ".".join(map(str, loc)) if isinstance(loc, tuple | list) else str(loc)
+        msg = str(exc)
+    flag = flags.get(field, f"--{field}" if field else "")
+    return f"{flag}: {msg}" if flag and not msg.startswith(flag) else msg
 
 
 def _load_space_dict(path: Path | None) -> dict[str, Any] | None:
@@ -212,22 +265,41 @@ def _load_space_dict(path: Path | None) -> dict[str, Any] | None:
         return None
     from search.space import load_space
 
-    return load_space(path).model_dump(mode="json", by_alias=True)
+    try:
+        return load_space(path).model_dump(mode="json", by_alias=True)
+    except ValueError as exc:  # SpaceError, YAML errors, pydantic errors
+        raise fail(f"--space {path}: {_spec_error(exc)}") from None
 
 
-def _dashboard(port: int) -> None:
+def dashboard_command() -> str | None:
+    """The venv's ``optuna-dashboard`` (beside this Python), else one on PATH, else None."""
     import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "optuna-dashboard"
+    return str(beside) if beside.is_file() else shutil.which("optuna-dashboard")
+
+
+def _dashboard(port: int, host: str) -> None:
+    import importlib.util
     import subprocess
 
     from core.config import get_settings
 
-    url = get_settings().optuna_storage_url
-    exe = shutil.which("optuna-dashboard")
-    if exe is None:
+    settings = get_settings()
+    settings.ensure_dirs()
+    url = settings.optuna_storage_url
+    exe = dashboard_command()
+    if exe is None and importlib.util.find_spec("optuna_dashboard") is None:
         typer.echo("optuna-dashboard is not installed: pip install 'optuna-dashboard>=0.17'")
         raise typer.Exit(1)
-    typer.echo(f"optuna-dashboard on {url} at http://127.0.0.1:{port}")
-    subprocess.run([exe, url, "--port", str(port)], check=False)  # noqa: S603
+    typer.echo(f"optuna-dashboard on {url} at http://{host}:{port}")
+    if exe is not None:
+        subprocess.run([exe, url, "--port", str(port), "--host", host], check=False)  # noqa: S603
+        return
+    from optuna_dashboard import run_server  # in-process: no console script was installed
+
+    run_server(url, host=host, port=port)
 
 
 def register(app: typer.Typer) -> None:
@@ -236,18 +308,26 @@ def register(app: typer.Typer) -> None:
     @app.command("search")
     def search(
         workload: str = typer.Option("shakespeare-lm", help="workload name"),
-        trials: int = typer.Option(30, "--trials", min=1, help="number of trials"),
+        trials: int = typer.Option(30, "--trials", help="number of trials"),
         space: Path | None = typer.Option(None, help="design space YAML/JSON (default: shipped)"),
-        parallel: int = typer.Option(2, "--parallel", min=1, help="local worker processes"),
+        parallel: int = typer.Option(2, "--parallel", help="local worker processes"),
         steps: int | None = typer.Option(None, help="steps per run (default: workload's)"),
         seed: int = typer.Option(0, help="study (sampler) seed"),
         sampler: str = typer.Option("tpe", help="tpe | nsga2 | gp | random"),
-        as_json: bool = typer.Option(False, "--json", help="print the final study as JSON"),
+        as_json: bool = typer.Option(
+            False, "--json", metavar="", help="print the final study as JSON"
+        ),
+        no_record: bool = typer.Option(
+            False, "--no-record", metavar="", help="keep the study out of the database"
+        ),
     ) -> None:
         """Search the recipe design space with Optuna on the embedded default."""
-        _search(workload, trials, space, parallel, steps, seed, sampler, as_json)
+        _search(workload, trials, space, parallel, steps, seed, sampler, as_json, no_record)
 
     @app.command("dashboard")
-    def dashboard(port: int = typer.Option(8080, help="dashboard port")) -> None:
+    def dashboard(
+        port: int = typer.Option(8080, help="dashboard port"),
+        host: str = typer.Option("127.0.0.1", help="dashboard host"),
+    ) -> None:
         """Open optuna-dashboard on the study storage (settings.optuna_storage_url)."""
-        _dashboard(port)
+        _dashboard(port, host)

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from optforge.cli.train_common import (
+from optforge.cli.local_runs import (
+    check_device,
     fail,
-    load_recipe,
-    recipe_label,
+    page_url,
+    preflight_data,
+    queue_for,
+    recipe_ref,
+    record,
+    run_record,
+    train_recorded,
+    validated,
+)
+from optforge.cli.train_common import (
+    JSON_KEYS,
     result_json,
     result_table,
     run_comparison,
@@ -39,63 +50,124 @@ def register(app: typer.Typer) -> None:
 
 def run_cmd(
     preset: str = typer.Option("sinkgd", help="preset name (see docs/recipes.md)"),
-    recipe: Path | None = typer.Option(
-        None, exists=True, dir_okay=False, help="recipe YAML/JSON file"
-    ),
+    recipe: Path | None = typer.Option(None, dir_okay=False, help="recipe YAML/JSON file"),
     workload: str = typer.Option("shakespeare-lm", help="workload name (optforge workloads)"),
-    steps: int | None = typer.Option(
-        None, min=1, help="optimizer steps (default: the workload's)"
-    ),
+    steps: int | None = typer.Option(None, help="optimizer steps (default: the workload's)"),
     seed: int = typer.Option(0, help="seed of init and data order"),
     lr: float | None = typer.Option(None, help="peak lr (default: the recipe's)"),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda if available)"),
     data: Path | None = typer.Option(None, help="directory with train.bin/val.bin (tokens-lm*)"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    as_json: bool = typer.Option(
+        False, "--json", metavar="", help="print one JSON object on stdout"
+    ),
+    no_record: bool = typer.Option(
+        False, "--no-record", metavar="", help="do not record the run in the database"
+    ),
 ) -> None:
-    """Train one seeded run of a recipe on a workload, with a progress bar and a result table."""
-    from core.workloads import get_workload
+    """Train one seeded run of a recipe on a workload, with a progress bar and a result table.
+
+    The run is recorded in the embedded default's database (leaderboard, web pages), and an
+    identical run that already succeeded is reused; --no-record trains without recording.
+    """
+    ref = recipe_ref(preset, recipe)
+    dev = check_device(device)
+    body = {"recipes": [ref], "workload": workload, "steps": steps, "seeds": [seed], "lr": lr,
+            "queue": queue_for(dev)}  # fmt: skip
+    spec, plan = validated(body)
+    setup_torch()
+    preflight_data(plan.workload, data)
+    name, canonical, _ = plan.recipes[0]
+    label = name or (recipe.stem if recipe else preset)
+    title = f"{label} on {plan.workload}, seed {seed}"
+    run_lr = plan.runs[0].lr
+    console = stderr_console()
+    if no_record:
+        out = _train_unrecorded(console, plan, canonical, label, seed, run_lr, dev, data)
+    else:
+        out = _train_one_recorded(console, spec, label, plan.steps, dev, data)
+    if as_json:
+        out.update(workload=plan.workload, recipe=label, seed=seed, lr=run_lr)
+    _print_result(out, title, as_json)
+
+
+def _print_result(out: dict[str, Any], title: str, as_json: bool) -> None:
+    """One JSON object on stdout, or the result table and the run page's URL."""
+    if as_json:
+        typer.echo(json.dumps(out, default=str))
+        return
+    from rich.console import Console
+
+    Console().print(result_table(out, title))
+    if out.get("id"):
+        typer.echo(f"run {out['id']}: {page_url('/runs/' + str(out['id']))}")
+
+
+def _train_unrecorded(
+    console: Any, plan: Any, canonical: dict[str, Any], label: str, seed: int, lr: float,
+    device: str | None, data: Path | None,
+) -> dict[str, Any]:  # fmt: skip
     from workers.data import DataUnavailableError
     from workers.train import run_workload
 
+    def one(cb: Any) -> Any:
+        return run_workload(plan.workload, canonical, plan.steps, seed, lr, device, cb,
+                            data_path=data)  # fmt: skip
+
     try:
-        spec = get_workload(workload)
-        rec = load_recipe(preset, recipe)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    setup_torch()
-    n_steps = steps or spec.default_steps
-    label = recipe_label(rec, recipe.stem if recipe else preset)
-    console = stderr_console()
-    try:
-        result = train_with_progress(
-            console,
-            f"{label} on {workload}",
-            lambda cb: run_workload(workload, rec, n_steps, seed, lr, device, cb, data_path=data),
-            n_steps,
-        )
+        result = train_with_progress(console, f"{label} on {plan.workload}", one, plan.steps)
     except DataUnavailableError as exc:
         raise fail(str(exc)) from None
-    if as_json:
-        extra = {"workload": workload, "recipe": label, "seed": seed, "lr": lr}
-        typer.echo(json.dumps(result_json(result, **extra)))
-    else:
-        from rich.console import Console
+    return result_json(result)
 
-        Console().print(result_table(result, f"{label} on {workload}, seed {seed}"))
+
+def _train_one_recorded(
+    console: Any, spec: Any, label: str, steps: int, device: str | None, data: Path | None
+) -> dict[str, Any]:
+    exp_id, run_ids, to_train = record(spec)
+    run_id = run_ids[0]
+    if not to_train:
+        out = run_record(run_id)
+        console.print(
+            f"run {run_id} reuses run {out['reused_from_id']} (identical recipe, workload, "
+            "steps, seed and lr already succeeded); --no-record trains it again"
+        )
+        return _json_view(out)
+    out = train_recorded(console, run_id, f"{label} (run {run_id})", steps, device=device,
+                         data_path=data)  # fmt: skip
+    if out["status"] == "failed":
+        raise fail(f"run {run_id} failed: {(out.get('failure_reason') or '').splitlines()[0]}")
+    return _json_view(out)
+
+
+def _json_view(row: dict[str, Any]) -> dict[str, Any]:
+    keep = (*JSON_KEYS, "id", "experiment_id", "reused_from_id")
+    return {k: row.get(k) for k in keep}
 
 
 def compare_cmd(
     presets: str = typer.Option("adamw,sinkgd,scale", help="comma-separated preset names"),
     workload: str = typer.Option("shakespeare-lm", help="workload name"),
-    seeds: int = typer.Option(3, min=1, help="seeds 0..N-1 per preset"),
-    steps: int | None = typer.Option(None, min=1, help="steps (default: the workload's)"),
+    seeds: int = typer.Option(3, help="seeds 0..N-1 per preset"),
+    steps: int | None = typer.Option(None, help="steps (default: the workload's)"),
     lr: float | None = typer.Option(None, help="peak lr for all (default: each recipe's)"),
     device: str | None = typer.Option(None, help="cpu | cuda"),
     out: Path = typer.Option(Path("compare.png"), help="loss-curve PNG"),
+    no_record: bool = typer.Option(
+        False, "--no-record", metavar="", help="do not record the runs in the database"
+    ),
 ) -> None:
-    """Train several presets over seeds; print a ranked table (mean ± std) and plot the curves."""
+    """Train several presets over seeds; print a ranked table (mean ± std) and plot the curves.
+
+    The runs are recorded as one experiment (leaderboard, web pages; stored identical runs are
+    reused); --no-record trains without recording.
+    """
     names = [p.strip() for p in presets.split(",") if p.strip()]
-    run_comparison(names, workload, seeds, steps, lr, out, device)
+    dev = check_device(device)
+    body = {"recipes": names, "workload": workload, "steps": steps, "lr": lr,
+            "seeds": list(range(seeds)), "queue": queue_for(dev)}  # fmt: skip
+    spec, plan = validated(body)
+    preflight_data(plan.workload)
+    run_comparison(spec, plan, out, dev, record_runs=not no_record)
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,35 +175,41 @@ def compare_cmd(
 # --------------------------------------------------------------------------------------------
 
 
+STARTUP_S = "10-20"  # importing torch and the trainer, measured on the shared 2-core VM
+
+
 def workloads_cmd() -> None:
     """List the workloads with model size, batch, default steps and expected CPU time."""
     from rich.console import Console
     from rich.table import Table
 
+    import optim_core
     from core.workloads import WORKLOADS
 
     table = Table(title="workloads")
-    for col in (
-        "name",
-        "kind",
-        "params",
-        "batch x seq",
-        "steps",
-        "lr",
-        "CPU time (2 cores)",
-        "description",
-    ):
-        table.add_column(col, justify="right" if col in {"params", "steps", "lr"} else "left")
+    for col in ("name", "kind", "params", "batch x seq", "steps (max)", "CPU time", "about"):
+        table.add_column(col, justify="right" if col in {"params", "steps (max)"} else "left")
     for spec in WORKLOADS.values():
-        cpu = spec.expected_cpu_s
         table.add_row(
             spec.name,
             spec.kind,
             f"{spec.n_params / 1e6:.2f}M",
             f"{spec.batch_size} x {spec.seq_len}",
-            str(spec.default_steps),
-            f"{spec.default_lr:g}",
-            "GPU" if cpu is None else f"~{cpu:.1f} s" if cpu < 10 else f"~{cpu:.0f} s",
-            spec.description,
+            f"{spec.default_steps} ({spec.max_steps})",
+            cpu_time(spec.expected_cpu_s),
+            spec.description.split(". ")[0].rstrip("."),
         )
     Console().print(table)
+    lrs = ", ".join(f"{n} {optim_core.presets.get(n).lr:g}" for n in ("adamw", "sinkgd", "lion"))
+    typer.echo(
+        f"lr: every run uses its recipe's lr ({lrs}, ...); --lr overrides it.\n"
+        "CPU time: the trainer's wall time for the default steps (evaluations included) with "
+        "1 torch thread, measured on a 2-core VM; add "
+        f"{STARTUP_S} s to start Python and torch. Several runs at once share the cores."
+    )
+
+
+def cpu_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "GPU"
+    return f"~{seconds:.1f} s" if seconds < 10 else f"~{seconds:.0f} s"

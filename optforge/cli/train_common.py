@@ -3,7 +3,6 @@ leaderboard tables, the comparison loop and the loss-curve plot. Heavy imports s
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from search.experiments import ExperimentCreate, Plan
     from workers.train import Callbacks, MetricPoint, TrainResult
 
 JSON_KEYS = (
@@ -57,22 +57,6 @@ def setup_torch() -> None:
     threads = get_settings().torch_threads
     if threads:
         torch.set_num_threads(threads)
-
-
-def load_recipe(preset: str | None, recipe_file: Path | None) -> Any:
-    """The recipe from ``--recipe file.yaml`` (or .json), else the preset (default adamw)."""
-    import optim_core
-
-    if recipe_file is not None:
-        text = recipe_file.read_text()
-        if recipe_file.suffix == ".json":
-            return optim_core.Recipe.model_validate(json.loads(text))
-        return optim_core.Recipe.from_yaml(text)
-    return optim_core.presets.get(preset or "adamw")
-
-
-def recipe_label(recipe: Any, fallback: str) -> str:
-    return str(getattr(recipe, "name", None) or fallback)
 
 
 def train_with_progress(
@@ -121,43 +105,30 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def result_table(result: TrainResult, title: str) -> Table:
+def result_table(result: dict[str, Any], title: str) -> Table:
+    """Final metrics of one run (a ``result_json`` dict or a recorded run row)."""
     from rich.table import Table
 
-    table = Table(title=title, show_header=False)
+    r, env = result, result.get("env") or {}
+    stopped = f" (stopped at {r['stopped_step']})" if r.get("stopped_step") else ""
+    state, n_params = r.get("state_bytes") or 0, r.get("n_params") or 0
     rows = [
-        ("status", result.status),
-        ("final val loss", _fmt(result.final_val_loss)),
-        (
-            "steps",
-            f"{result.steps}"
-            + (f" (stopped at {result.stopped_step})" if result.stopped_step else ""),
-        ),
-        (
-            "steps to target",
-            f"{_fmt(result.target_loss, '.2f')}: {result.steps_to_target or 'not reached'}",
-        ),
-        ("tokens/s", f"{result.tokens_per_s:,.0f}"),
-        ("wall time", f"{result.wall_s:.1f} s"),
-        (
-            "optimizer state",
-            f"{result.state_bytes:,} B ({result.state_bytes_per_param:.2f} B/param)",
-        ),
-        ("params", f"{result.n_params:,}"),
-        ("peak memory", f"{result.peak_mem_bytes / 2**20:,.0f} MiB"),
-        (
-            "env",
-            f"{result.env.get('device_name')} torch {result.env.get('torch')} threads {result.env.get('threads')}",
-        ),
-    ]
+        ("status", str(r["status"])),
+        ("final val loss", _fmt(r.get("final_val_loss"))),
+        ("steps", f"{r['steps']}{stopped}"),
+        ("steps to target",
+         f"{_fmt(r.get('target_loss'), '.2f')}: {r.get('steps_to_target') or 'not reached'}"),
+        ("tokens/s", _fmt(r.get("tokens_per_s"), ",.0f")),
+        ("wall time", f"{_fmt(r.get('wall_s'), '.1f')} s"),
+        ("optimizer state", f"{state:,} B ({_fmt(r.get('state_bytes_per_param'), '.2f')} B/param)"),
+        ("params", f"{n_params:,}"),
+        ("peak memory", f"{(r.get('peak_mem_bytes') or 0) / 2**20:,.0f} MiB"),
+        ("env", f"{env.get('device_name')} torch {env.get('torch')} threads {env.get('threads')}"),
+    ]  # fmt: skip
+    table = Table(title=title, show_header=False)
     for key, value in rows:
         table.add_row(key, value)
     return table
-
-
-def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,17 +138,17 @@ def fail(message: str) -> typer.Exit:
 
 @dataclass
 class CompareRow:
-    """Results of one recipe over several seeds."""
+    """Results of one recipe over several seeds (``result_json`` dicts or recorded run rows)."""
 
     label: str
-    results: list[TrainResult] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finals(self) -> list[float]:
         return [
-            r.final_val_loss
+            r["final_val_loss"]
             for r in self.results
-            if r.final_val_loss is not None and r.status == "succeeded"
+            if r.get("final_val_loss") is not None and r["status"] == "succeeded"
         ]
 
     @property
@@ -191,34 +162,53 @@ class CompareRow:
         return statistics.stdev(ok) if len(ok) > 1 else 0.0
 
 
-def compare_recipes(
-    recipes: Sequence[tuple[str, Any]],
-    workload: str,
-    seeds: Sequence[int],
-    steps: int | None,
-    lr: float | None,
-    console: Console,
-    device: str | None = None,
-) -> list[CompareRow]:
-    """Train every (recipe, seed) and return rows ranked by mean final val loss (best first).
+def _rows_of(plan: Plan) -> list[CompareRow]:
+    return [CompareRow(name or digest[:8]) for name, _, digest in plan.recipes]
 
-    A recipe with any non-succeeded run ranks last (mean = inf)."""
-    from core.workloads import get_workload
+
+def compare_unrecorded(plan: Plan, console: Console, device: str | None) -> list[CompareRow]:
+    """Train every planned (recipe, seed, lr) in this process, recording nothing."""
     from workers.train import run_workload
 
-    spec = get_workload(workload)
-    n_steps = steps or spec.default_steps
-    rows = []
-    for label, rec in recipes:
-        row = CompareRow(label)
-        for seed in seeds:
+    rows = _rows_of(plan)
+    for planned in plan.runs:
+        row, canonical = rows[planned.recipe_index], plan.recipes[planned.recipe_index][1]
 
-            def one(cb: Callbacks, r: Any = rec, s: int = seed) -> TrainResult:
-                return run_workload(workload, r, n_steps, s, lr, device, cb)
+        def one(
+            cb: Callbacks, r: Any = canonical, s: int = planned.seed, lr: float = planned.lr
+        ) -> TrainResult:
+            return run_workload(plan.workload, r, plan.steps, s, lr, device, cb)
 
-            row.results.append(train_with_progress(console, f"{label} seed {seed}", one, n_steps))
-        rows.append(row)
-    return sorted(rows, key=lambda r: r.mean)
+        label = f"{row.label} seed {planned.seed}"
+        row.results.append(result_json(train_with_progress(console, label, one, plan.steps)))
+    return rows
+
+
+def compare_recorded(
+    spec: ExperimentCreate, plan: Plan, console: Console, device: str | None
+) -> tuple[list[CompareRow], int]:
+    """Record the experiment, train its new runs through the worker's task body, reuse the rest."""
+    from optforge.cli.local_runs import record, run_record, train_recorded
+
+    exp_id, run_ids, to_train = record(spec)
+    rows = _rows_of(plan)
+    for planned, run_id in zip(plan.runs, run_ids, strict=True):
+        row = rows[planned.recipe_index]
+        label = f"{row.label} seed {planned.seed} (run {run_id})"
+        if run_id in to_train:
+            rec = train_recorded(console, run_id, label, plan.steps, device=device)
+        else:
+            rec = run_record(run_id)
+            console.print(f"{label}: reuses run {rec['reused_from_id']}")
+        row.results.append(rec)
+    return rows, exp_id
+
+
+def loss_cell(mean: float, std: float, n: int) -> str:
+    """``"2.3100 ± 0.0120"``; one seed has no spread, so no ``± 0``."""
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
 
 
 def leaderboard_table(rows: Sequence[CompareRow], title: str) -> Table:
@@ -229,22 +219,22 @@ def leaderboard_table(rows: Sequence[CompareRow], title: str) -> Table:
         table.add_column(col, justify="left" if col == "recipe" else "right", no_wrap=True)
     for rank, row in enumerate(rows, 1):
         res = row.results
-        reached = [r.steps_to_target for r in res if r.steps_to_target is not None]
+        reached = [r["steps_to_target"] for r in res if r.get("steps_to_target") is not None]
         stt = (
             f"{statistics.fmean(reached):.0f} ({len(reached)}/{len(res)})"
             if reached
             else f"- (0/{len(res)})"
         )
-        loss = f"{row.mean:.4f} ± {row.std:.4f}" if math.isfinite(row.mean) else "-"
-        statuses = ",".join(sorted({r.status for r in res}))
+        tps = [r["tokens_per_s"] for r in res if r.get("tokens_per_s") is not None]
+        bpp = res[0].get("state_bytes_per_param")
         table.add_row(
             str(rank),
             row.label,
-            loss,
+            loss_cell(row.mean, row.std, len(row.finals)),
             stt,
-            f"{statistics.fmean(r.tokens_per_s for r in res):,.0f}",
-            f"{res[0].state_bytes_per_param:.2f}",
-            statuses,
+            f"{statistics.fmean(tps):,.0f}" if tps else "-",
+            "-" if bpp is None else f"{bpp:.2f}",
+            ",".join(sorted({str(r["status"]) for r in res})),
         )
     return table
 
@@ -262,13 +252,8 @@ def plot_curves(rows: Sequence[CompareRow], out: Path, title: str) -> Path:
         val = _mean_curve(row.results, "val_loss")
         (line,) = ax.plot(list(train), list(train.values()), label=f"{row.label} (train)")
         if val:
-            ax.plot(
-                list(val),
-                list(val.values()),
-                "o--",
-                color=line.get_color(),
-                label=f"{row.label} (val)",
-            )
+            ax.plot(list(val), list(val.values()), "o--", color=line.get_color(),
+                    label=f"{row.label} (val)")  # fmt: skip
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats)")
     ax.set_title(title)
@@ -280,49 +265,44 @@ def plot_curves(rows: Sequence[CompareRow], out: Path, title: str) -> Path:
     return out
 
 
-def _mean_curve(results: Sequence[TrainResult], key: str) -> dict[int, float]:
+def _mean_curve(results: Sequence[dict[str, Any]], key: str) -> dict[int, float]:
     by_step: dict[int, list[float]] = {}
     for res in results:
-        for point in res.curve:
-            value = getattr(point, key)
+        for point in res.get("curve") or []:
+            value = point.get(key)
             if value is not None:
-                by_step.setdefault(point.step, []).append(value)
+                by_step.setdefault(point["step"], []).append(value)
     return {s: statistics.fmean(v) for s, v in sorted(by_step.items()) if len(v) == len(results)}
 
 
 def run_comparison(
-    presets: Sequence[str],
-    workload: str,
-    seeds: int,
-    steps: int | None,
-    lr: float | None,
+    spec: ExperimentCreate,
+    plan: Plan,
     out: Path | None,
     device: str | None = None,
+    record_runs: bool = True,
 ) -> list[CompareRow]:
-    """What ``compare`` and ``demo`` do: train, print the ranked table, write the plot."""
+    """What ``compare`` does: train (recorded or not), print the ranked table, write the plot."""
     from rich.console import Console
 
-    import optim_core
-    from core.workloads import get_workload
-
-    try:
-        get_workload(workload)
-        recipes = [(name, optim_core.presets.get(name)) for name in presets]
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    from optforge.cli.local_runs import fail, page_url
     from workers.data import DataUnavailableError
 
     setup_torch()
+    console, exp_id = stderr_console(), None
     try:
-        rows = compare_recipes(
-            recipes, workload, range(seeds), steps, lr, stderr_console(), device
-        )
+        if record_runs:
+            rows, exp_id = compare_recorded(spec, plan, console, device)
+        else:
+            rows = compare_unrecorded(plan, console, device)
     except DataUnavailableError as exc:
         raise fail(str(exc)) from None
-    n_steps = rows[0].results[0].steps if rows else steps
-    title = f"{workload}, {n_steps} steps, {seeds} seed(s)"
+    rows.sort(key=lambda r: r.mean)
+    title = f"{plan.workload}, {plan.steps} steps, {len(spec.seeds)} seed(s)"
     Console().print(leaderboard_table(rows, title))
     if out is not None:
         plot_curves(rows, out, title)
         typer.echo(f"loss curves: {out}")
+    if exp_id is not None:
+        typer.echo(f"experiment {exp_id}: {page_url(f'/experiments/{exp_id}')}")
     return rows

@@ -121,6 +121,7 @@ APP_TABLES = {
     "search_trials",
     "benchmarks",
     "benchmark_cells",
+    "web_sessions",
 }
 
 

@@ -97,7 +97,7 @@ def test_frugal_preset_properties() -> None:
     residual, so each entry moves by at least lr·|sign| off the projected subspace; with the
     complement dropped it equals a GaLore-like torch-Adam step."""
     p0, grads = _setup(2)
-    frugal = optim_core.presets.get("frugal", rank=8, lr=1e-3)
+    frugal = optim_core.presets.get("frugal", variant="galore", rank=8, lr=1e-3)
     ours = _train(lambda ps: optim_core.build(frugal, ps), p0, grads[:1])
     name = "layers.0.attn.q.weight"
     delta = p0[name] - ours[name]

@@ -56,16 +56,19 @@ def test_scale_state_only_on_head_and_vectors() -> None:
     assert optim_core.state_bytes(recipe, shapes) == head_and_vec
 
 
-def test_swan_matrix_update_rows_orthogonal() -> None:
-    recipe = presets.get("swan", alpha=1.0, steps=40)
-    updates = _updates(recipe)
-    d = updates["layers.0.mlp.down.weight"]  # 16×48: rows are the smaller side
-    gram = d @ d.T
-    c = gram.diagonal().mean()
-    assert ((gram - c * torch.eye(16)).norm() / (c * 4)).item() < 0.05
-    assert abs(d.norm().item() - math.sqrt(16 * 48)) < 1e-2  # rescaled to ‖Δ‖_F = sqrt(mn)
-    # a row-standardized square matrix is singular: still finite
-    assert all(torch.isfinite(t).all() for t in updates.values())
+def test_swan_matrix_update_is_the_exact_polar_factor() -> None:
+    updates = _updates(presets.get("swan"))
+    for name in ("layers.0.mlp.down.weight", "layers.0.mlp.up.weight"):  # wide and tall
+        d = updates[name]
+        small = min(d.shape)
+        gram = d @ d.T if d.shape[0] == small else d.T @ d
+        torch.testing.assert_close(gram, torch.eye(small), atol=1e-4, rtol=0)
+    rescaled = _updates(presets.get("swan", rescale=True))["layers.0.mlp.down.weight"]
+    assert abs(rescaled.norm().item() - math.sqrt(16 * 48)) < 1e-2  # third-party RMS 1
+    # a standardized square matrix is singular: finite, rank n-1
+    q = updates["layers.0.attn.q.weight"]
+    assert torch.isfinite(q).all()
+    assert torch.linalg.matrix_rank(q).item() == 15
 
 
 def test_signum_update_is_a_sign() -> None:

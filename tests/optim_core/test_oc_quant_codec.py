@@ -156,7 +156,8 @@ def test_make_codec_and_base_codec_for_bits() -> None:
     unsigned = base.codec_for_bits(8, 2048, signed=False)
     assert isinstance(unsigned, BlockwiseCodec)
     assert (unsigned.signed, unsigned.block_size) == (False, 2048)
-    assert make_codec(4).block_size == 128  # type: ignore[union-attr]
+    four = make_codec(4)
+    assert isinstance(four, BlockwiseCodec) and four.block_size == 128
     with pytest.raises(ValueError, match="state_bits"):
         make_codec(3)
 
@@ -181,5 +182,7 @@ def test_code_lut_equals_bucketize_exactly(bits: int, signed: bool) -> None:
     y = torch.cat(
         [rand, rand.abs() ** 8, t, torch.nextafter(t, torch.full_like(t, -2.0)), special]
     )
-    assert lut.k <= 2
+    y = torch.cat([y, -y, y * 1e-3, torch.tensor([float("inf"), -float("inf")])])
+    assert lut.base.numel() == 2**16
     assert torch.equal(lut.codes(y), nearest_code(y, qmap))
+    assert torch.equal(lut.codes(y.view(-1, 2)), nearest_code(y, qmap).view(-1, 2))

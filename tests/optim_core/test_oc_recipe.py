@@ -11,7 +11,7 @@ from pydantic import ValidationError
 import optim_core
 from optim_core import presets
 from optim_core.compile import label_of, resolve_route
-from optim_core.recipe import Recipe
+from optim_core.recipe import Recipe, Route
 
 DESIGN = {
     "schema": 1,
@@ -162,15 +162,35 @@ def test_param_groups_lr_override_and_lambda_lr() -> None:
     opt = optim_core.build(recipe, _params(), lr=0.04)
     lrs = {g["route_name"]: g["lr"] for g in opt.param_groups}
     assert lrs["matrix"] == 0.04
-    assert abs(lrs["embedding+head+vector"] - 0.004) < 1e-12
+    assert lrs["embedding+head+vector"] == 0.002  # absolute: the override leaves it alone
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
-    assert sorted(g["initial_lr"] for g in opt.param_groups) == pytest.approx([0.004, 0.04])
+    assert sorted(g["initial_lr"] for g in opt.param_groups) == pytest.approx([0.002, 0.04])
     for p in opt.param_groups[0]["params"]:
         p.grad = torch.ones_like(p)
     opt.step()
     sched.step()
-    for g in opt.param_groups:
+    for g in opt.param_groups:  # the schedule scales absolute routes too
         assert g["lr"] == pytest.approx(0.5 * g["initial_lr"])
+
+
+def test_route_lr_is_relative_or_absolute() -> None:
+    """Failed before: muon's aux AdamW and SCALE's vector Adam moved with every lr sweep."""
+    for name, route_name, fixed in (
+        ("muon", "embedding+head+vector", 3e-4),
+        ("scale", "vector", 0.02),
+    ):
+        for lr in (1e-3, 0.1):
+            opt = optim_core.build(presets.get(name).with_lr(lr), _params(), lr=lr * 2)
+            lrs = {g["route_name"]: g["lr"] for g in opt.param_groups}
+            assert lrs[route_name] == fixed
+            assert lrs["matrix"] == pytest.approx(lr * 2)
+    with pytest.raises(ValidationError, match="either 'lr'"):
+        Route(labels=["vector"], lr=0.1, lr_mult=2.0)
+    # routes without an absolute lr keep their canonical form (and hence their hash)
+    relative = presets.get("sinkgd").canonical()
+    assert all("lr" not in r for r in relative["pipeline"]["routes"])
+    absolute = presets.get("muon").canonical()["pipeline"]["routes"][1]
+    assert absolute["lr"] == 3e-4 and Recipe.model_validate(presets.get("muon").canonical())
 
 
 def test_foreach_path_equals_per_param_path_and_shares_state() -> None:
@@ -190,16 +210,23 @@ def test_foreach_path_equals_per_param_path_and_shares_state() -> None:
     assert set(opt_a.state_dict()["state"][0]) == set(opt_b.state_dict()["state"][0])
 
 
-def test_bf16_params_keep_fp32_state_through_state_dict() -> None:
-    params = {n: torch.nn.Parameter(p.detach().bfloat16()) for n, p in _params().items()}
-    opt = optim_core.build(presets.get("adamw"), params)
-    for p in params.values():
-        p.grad = torch.ones_like(p)
-    opt.step()
-    fresh = optim_core.build(presets.get("adamw"), params)
-    fresh.load_state_dict(copy.deepcopy(opt.state_dict()))
-    m = fresh.state[params["embed.weight"]]["0.adam.m"]
-    assert m.dtype == torch.float32
+def test_state_dtype_follows_bf16_params_unless_state_bits_32() -> None:
+    """Failed before: state was fp32 whatever the parameter dtype (torch.optim keeps bf16)."""
+    explicit = Recipe.model_validate(
+        {"pipeline": {"routes": [{"stages": [{"type": "adam", "state_bits": 32}]}]}}
+    )
+    for recipe, dtype in ((presets.get("adamw"), torch.bfloat16), (explicit, torch.float32)):
+        params = {n: torch.nn.Parameter(p.detach().bfloat16()) for n, p in _params().items()}
+        opt = optim_core.build(recipe, params)
+        for p in params.values():
+            p.grad = torch.ones_like(p)
+        opt.step()
+        fresh = optim_core.build(recipe, params)
+        fresh.load_state_dict(copy.deepcopy(opt.state_dict()))
+        assert fresh.state[params["embed.weight"]]["0.adam.m"].dtype == dtype
+        shapes = {n: tuple(p.shape) for n, p in params.items()}
+        measured = optim_core.measure_state_bytes(opt)
+        assert optim_core.state_bytes(recipe, shapes, torch.bfloat16) == measured
 
 
 def test_describe_names_the_axes() -> None:

@@ -29,7 +29,7 @@ SPEC = {
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Run the benchmark once with ``optforge benchmark SPEC --json --workers 1``."""
-    from conftest import reset_settings_caches
+    from settings_reset import reset_settings_caches
     from typer.testing import CliRunner
 
     from optforge.cli import app
@@ -124,18 +124,24 @@ def test_report_has_costs_and_the_confirmed_board_lists_it(bench: dict[str, Any]
     for cell in bench["report"]["cells"]:
         assert cell["state_bytes_per_param"] > 0
         assert cell["step_time_s"] > 0 and cell["step_time_ratio"] > 0
-        want = time_speedup(cell["speedup"]["steps"], cell["step_time_s"], _base_time(bench))
+        base_time = _base_time(bench, cell["horizon"])
+        want = time_speedup(cell["speedup"]["steps"], cell["step_time_s"], base_time)
+        assert cell["step_time_ratio"] == pytest.approx(cell["step_time_s"] / base_time)
         assert cell["time_speedup"] == pytest.approx(want)
         assert set(cell["tuning"]["best"]) >= {"lr", "weight_decay", "warmup_frac"}
     sink = [c for c in bench["report"]["cells"] if c["recipe"] == "sinkgd"]
     assert all("beta2" in c["tuning"]["axes"] for c in sink)  # its AdamW routes are tuned too
 
 
-def _base_time(bench: dict[str, Any]) -> float:
-    base = [c for c in bench["report"]["cells"] if c["arm"] == 0]
-    runs = [r for r in _runs(bench["root"]) if r["bench_phase"] == "confirm" and r["arm"] == 0]
+def _base_time(bench: dict[str, Any], horizon: int) -> float:
+    """The baseline's mean step time at ``horizon`` (the reference of that horizon's cells)."""
     from core.workloads import get_workload
 
+    runs = [
+        r
+        for r in _runs(bench["root"])
+        if r["bench_phase"] == "confirm" and r["arm"] == 0 and r["steps"] == horizon
+    ]
     tokens = get_workload("synthetic-lm").tokens_per_step
-    assert len(runs) == 3 * len(base)
+    assert len(runs) == 3
     return float(np.mean([tokens / r["tokens_per_s"] for r in runs]))

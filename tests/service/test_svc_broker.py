@@ -73,7 +73,7 @@ def test_worker_app_is_configured_for_long_tasks(
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1 and conf.worker_disable_prefetch
     assert conf.broker_transport_options["visibility_timeout"] == 7200
-    assert set(conf.include) == {"workers.tasks", "workers.study_tasks"}
+    assert set(conf.include) == {"workers.tasks", "workers.study_tasks", "workers.bench_tasks"}
     assert {q.name for q in conf.task_queues} == {"cpu", "gpu", "control"}
 
 

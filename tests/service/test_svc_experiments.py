@@ -109,7 +109,7 @@ def test_fan_out_reuse_and_idempotency(db: Path) -> None:
         again, ids2 = create_experiment(s, spec, owner="me", idempotency_key="k1")
         assert again.id == exp_id and ids2 == []
         with pytest.raises(IdempotencyConflictError, match="k1"):
-            create_experiment(s, _spec(seeds=[5]), idempotency_key="k1")
+            create_experiment(s, _spec(seeds=[5]), owner="me", idempotency_key="k1")
     with session_scope() as s:  # identical run already succeeded: reused, not retrained
         exp2, ids3 = create_experiment(s, spec)
         reused = s.scalars(

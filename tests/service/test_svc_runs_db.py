@@ -117,8 +117,9 @@ def test_successful_run_writes_merged_curve_and_result(
 ) -> None:
     from workers.tasks import execute_run
 
-    def trainer(workload, recipe, steps, seed, lr, callbacks):  # type: ignore[no-untyped-def]
+    def trainer(workload, recipe, steps, seed, lr, callbacks, **kw):  # type: ignore[no-untyped-def]
         assert (workload, steps, lr, recipe) == ("synthetic-lm", 20, 0.01, {"lr": 0.01})
+        assert kw["warmup_frac"] is None  # the run's own schedule; None = the trainer's default
         for step in (10, 20):
             callbacks.on_step(Point(step, train_loss=3.0 - step / 20))
         callbacks.on_step(Point(20, val_loss=2.5))  # merged into step 20's row

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
 
@@ -122,15 +122,24 @@ def test_logout_clears_the_cookie(client: TestClient) -> None:
     assert client.get("/login").status_code == 200 and _is_login_page(client.get("/login").text)
 
 
+def test_logout_revokes_the_session_so_a_replayed_cookie_fails(client: TestClient) -> None:
+    _login(client, _new_key())
+    cookie = client.cookies["optforge_session"]
+    assert client.post("/logout", follow_redirects=False).status_code == 303
+    client.cookies.set("optforge_session", cookie)  # an attacker kept a copy
+    r = client.get("/studies")
+    assert r.status_code == 401 and _is_login_page(r.text)
+
+
 def test_revoked_key_ends_its_sessions_and_forged_tokens_fail(client: TestClient) -> None:
     from core.db import session_scope
-    from core.models import ApiKey
+    from core.models import ApiKey, WebSession
 
     _login(client, _new_key())
     good = client.cookies["optforge_session"]
-    key_id, issued, mac = good.split(".")
-    forgeries = (f"{key_id}.{int(issued) + 1}.{mac}", f"{key_id}.{issued}.{'0' * 64}", "x",
-                 "9" * 30 + ".1.a")  # fmt: skip
+    sid, token, mac = good.split(".")
+    forgeries = (f"{int(sid) + 1}.{token}.{mac}", f"{sid}.{token}x.{mac}",
+                 f"{sid}.{token}.{'0' * 64}", "x", "9" * 30 + ".1.a")  # fmt: skip
     for forged in forgeries:
         client.cookies.clear()
         client.cookies.set("optforge_session", forged)
@@ -139,31 +148,70 @@ def test_revoked_key_ends_its_sessions_and_forged_tokens_fail(client: TestClient
     client.cookies.set("optforge_session", good)
     assert client.get("/studies").status_code == 200
     with session_scope() as session:
-        row = session.get(ApiKey, int(key_id))
-        assert row is not None
+        stored = session.get(WebSession, int(sid))
+        assert stored is not None and token not in stored.token_hash  # only a hash is stored
+        row = session.get(ApiKey, stored.key_id)
+        assert row is not None and row.key_hash not in good
         row.revoked_at = datetime.now(UTC)
     assert client.get("/studies").status_code == 401
 
 
-def test_session_tokens_expire() -> None:
-    from api.web.auth import SESSION_MAX_AGE_S, session_token, token_owner
+def test_sessions_expire_and_need_the_server_secret(data_dir: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from api.web.auth import SESSION_MAX_AGE_S, create_session, session_owner, session_secret
+    from core.config import get_settings
+    from core.db import get_engine
     from core.models import ApiKey
 
-    row = ApiKey(id=7, name="bob", prefix="ofk_x", key_hash="ab" * 32)
+    create_schema(get_engine())
+    secret = session_secret(get_settings())
+    secret_file = data_dir / "session_secret"
+    assert secret_file.read_bytes().strip() == secret and len(secret) >= 32
+    assert secret_file.stat().st_mode & 0o077 == 0  # readable by the server user only
+    assert session_secret(get_settings()) == secret  # generated once, then reused
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with Session(get_engine()) as session:
+        row = ApiKey(name="bob", prefix="ofk_x", key_hash="ab" * 32)
+        session.add(row)
+        session.flush()
+        cookie = create_session(session, row, secret, now=start)
+        session.commit()
+        assert session_owner(session, cookie, secret, now=start + timedelta(hours=1)) == "bob"
+        late = start + timedelta(seconds=SESSION_MAX_AGE_S + 1)
+        assert session_owner(session, cookie, secret, now=late) is None
+        assert session_owner(session, cookie, secret, now=start - timedelta(seconds=5)) is None
+        assert session_owner(session, cookie, b"another-secret", now=start) is None
+        for odd in (f"²{cookie}", f"{cookie[:-1]}é", "7.1e3.ab", "7..", ""):
+            assert session_owner(session, odd, secret, now=start) is None
 
-    class OneRow:
-        def get(self, _model: object, key_id: int) -> ApiKey | None:
-            return row if key_id == 7 else None
 
-    token = session_token(row, now=1_000_000)
-    assert token_owner(OneRow(), token, now=1_000_000 + 60) == "bob"  # type: ignore[arg-type]
-    late = 1_000_000 + SESSION_MAX_AGE_S + 1
-    assert token_owner(OneRow(), token, now=late) is None  # type: ignore[arg-type]
-    assert token_owner(OneRow(), token, now=1_000_000 - 5) is None  # type: ignore[arg-type]
-    for odd in (f"²{token}", f"{token[:-1]}é", "7.1e3.ab", "7..", ""):
-        assert token_owner(OneRow(), odd, now=1_000_000) is None  # type: ignore[arg-type]
-    row.key_hash = "cd" * 32  # the key was replaced: old sessions do not carry over
-    assert token_owner(OneRow(), token, now=1_000_000) is None  # type: ignore[arg-type]
+def test_session_secret_setting_wins(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.web.auth import session_secret
+    from core.config import Settings
+
+    assert session_secret(Settings(session_secret="s3cret-from-env")) == b"s3cret-from-env"
+    assert not (data_dir / "session_secret").exists()
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+def test_api_docs_need_a_key_in_mode_all(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code == 401 and _is_login_page(r.text), path
+    key = _new_key()
+    assert client.get(path, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    _login(client, key)
+    page = client.get(path)
+    assert page.status_code == 200 and not _is_login_page(page.text)
+
+
+@pytest.mark.parametrize("mode", ["writes", "off"])
+def test_api_docs_public_in_other_modes(client_for: ClientFor, mode: str) -> None:
+    client = client_for(mode)
+    assert client.get("/openapi.json").json()["info"]["title"] == "optforge"
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert client.get("/redoc").status_code == 200
 
 
 @pytest.mark.parametrize(

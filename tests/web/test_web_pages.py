@@ -94,7 +94,8 @@ def test_leaderboard_rows_and_pareto_plot(client: TestClient) -> None:
     assert len(plot["points"]) == 5
     by_label = {p["label"]: p for p in plot["points"]}
     assert {"adamw", "sinkgd", "adam8bit", "galore"} <= set(by_label)
-    assert "" in by_label  # the unnamed recipe carries no label
+    # the unnamed recipe was proposed by the study (its trial 4): labelled with Optuna's number
+    assert f"study {seeded.study_id} / trial 4" in by_label
     front = {p["label"] for p in plot["points"] if p["pareto"]}
     assert front == {"adamw", "sinkgd", "adam8bit"}  # galore and the unnamed one are dominated
     assert all(p["href"] == f"/recipes/{p['hash']}" for p in plot["points"])
@@ -105,10 +106,13 @@ def test_leaderboard_rows_and_pareto_plot(client: TestClient) -> None:
 def test_leaderboard_selector_picks_board(client: TestClient) -> None:
     _seed()
     html = client.get("/", params={"workload": WORKLOAD, "steps": STUDY_STEPS}).text
-    assert f"{WORKLOAD} · {STUDY_STEPS} steps</h2>" in html
+    assert f'{WORKLOAD} · {STUDY_STEPS} steps <a class="csv"' in html
     assert len(chart_data(html, "pareto-plot")["points"]) == 3  # the three complete trials
-    empty = client.get("/", params={"workload": "nope", "steps": 5})
-    assert empty.status_code == 200 and "No succeeded runs for nope" in empty.text
+    unknown = client.get("/", params={"workload": "nope", "steps": 5})
+    assert unknown.status_code == 404 and "There is no workload <code>nope</code>" in unknown.text
+    assert 'href="/?workload=synthetic-lm"' in unknown.text  # the valid names, as links
+    empty = client.get("/", params={"workload": "digits-mlp", "steps": 5})
+    assert empty.status_code == 200 and "No succeeded runs for digits-mlp" in empty.text
 
 
 def test_leaderboard_pagination(client: TestClient) -> None:
@@ -206,7 +210,7 @@ def test_study_page_progress_front_trials(client: TestClient) -> None:
     assert front and front.group(1).count("<li>") == 2
     pareto = chart_data(r.text, "study-pareto")
     assert len(pareto["points"]) == 3
-    assert sorted(p["label"] for p in pareto["points"] if p["pareto"]) == ["#0", "#1"]
+    assert sorted(p["label"] for p in pareto["points"] if p["pareto"]) == ["trial 0", "trial 1"]
     history = chart_data(r.text, "study-history")
     assert history["series"][1]["points"] == [[0, 3.2], [1, 3.1], [2, 3.1]]
     assert len(table_rows(r.text, "trials")) == 5
@@ -255,7 +259,7 @@ def test_study_trials_pagination(client: TestClient) -> None:
     assert "<b>27</b> running" in first
     second = client.get(f"/studies/{seeded.study_id}", params={"page": 2}).text
     rows = table_rows(second, "trials")
-    assert len(rows) == 7 and ">25<" in rows[0] and ">31<" in rows[-1]
+    assert len(rows) == 7 and "/ trial 25<" in rows[0] and "/ trial 31<" in rows[-1]
     assert len(chart_data(second, "study-pareto")["points"]) == 3  # plots cover every page
 
 
