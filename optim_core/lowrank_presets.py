@@ -159,7 +159,8 @@ def adamw_8bit(
 ) -> Recipe:
     """8-bit AdamW (Dettmers et al., ICLR 2022; torchao / bitsandbytes AdamW8bit): m and v in
     block-wise dynamic 8-bit (signed / unsigned map, block 256), fp32 state below 4096
-    elements, decoupled decay before the step. §13, §14."""
+    elements, a partial last block quantized (bitsandbytes), decoupled decay before the step.
+    §13, §14."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps, state_bits=8, block=block)
     routes = [Route(labels=["matrix", *OTHERS], stages=[adam])]  # type: ignore[list-item]
     return Recipe(
@@ -176,7 +177,8 @@ def adamw_4bit(
     block: int = 128,
 ) -> Recipe:
     """4-bit AdamW (Li et al., NeurIPS 2023; torchao AdamW4bit): m in the 4-bit dynamic map,
-    v in the linear unsigned map, block 128, two codes per byte. §14."""
+    v in the linear unsigned map, block 128, two codes per byte; fp32 state below 4096 elements
+    or when the size is not a block multiple (torchao). §14."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps, state_bits=4, block=block)
     routes = [Route(labels=["matrix", *OTHERS], stages=[adam])]  # type: ignore[list-item]
     return Recipe(

@@ -18,7 +18,9 @@ code lookup live in :mod:`optim_core.qmaps` (re-exported here). Every function w
 flattened tensor at once (no per-block Python): block absmax by two reductions, codes by two
 64-Ki-entry table gathers (:class:`CodeLut`), decoding by one gather from the 256-entry map (4-bit:
 an int64 table holding both values of a byte). Tensors with fewer than ``min_numel`` elements
-keep an fp32 state (bitsandbytes / torchao rule).
+keep an fp32 state (bitsandbytes / torchao rule). A tensor whose size is not a multiple of the
+block is quantized with a partial last block in 8-bit (bitsandbytes) but kept fp32 in 4-bit
+(torchao, the only 4-bit reference: ``numel >= 4096 and numel % block_size == 0``).
 
 References:
     Dettmers et al., "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
@@ -220,20 +222,23 @@ class BlockwiseCodec:
     """8-bit (dynamic map) or 4-bit (torchao maps, packed) block-wise absmax quantisation.
 
     Stored tensors: ``q`` (uint8 codes; 4-bit: two per byte) and ``scale`` (fp32 absmax per
-    block). Tensors with ``numel < min_numel`` are stored as fp32 under ``""``.
+    block). Tensors with ``numel < min_numel``, or (``partial_blocks=False``, torchao) whose
+    ``numel`` is not a multiple of ``block_size``, are stored as fp32 under ``""``.
     """
 
     bits: int = 8  # 8 or 4
     signed: bool = True
     block_size: int = 256
     min_numel: int = MIN_QUANT_NUMEL
+    partial_blocks: bool = True  # quantize a partial last block (bitsandbytes) or keep fp32
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", f"dyn{self.bits}{'s' if self.signed else 'u'}")
 
     def _quantized(self, numel: int) -> bool:
-        return numel >= self.min_numel
+        whole = self.partial_blocks or numel % self.block_size == 0
+        return numel >= self.min_numel and whole
 
     def encode(self, t: Tensor) -> dict[str, Tensor]:
         if not self._quantized(t.numel()):
@@ -300,6 +305,8 @@ def make_codec(
 
     ``signed`` picks the signed map (first moments) or the unsigned map (second moments);
     ``block_size`` defaults to 256 for 8-bit and 128 for 4-bit (torchao / bitsandbytes).
+    8-bit quantizes a partial last block (bitsandbytes, ``adamw_8bit``'s reference on such
+    sizes); 4-bit keeps tensors that are not a block multiple in fp32 (torchao ``_new_buffer``).
     """
     if bits == 32:
         return FP32_CODEC
@@ -309,5 +316,11 @@ def make_codec(
         block = block_size if block_size is not None else (256 if bits == 8 else 128)
         if block <= 0 or (bits == 4 and block % 2):
             raise ValueError(f"block_size: must be a positive (even for 4-bit) int, got {block}")
-        return BlockwiseCodec(bits=bits, signed=signed, block_size=block, min_numel=min_numel)
+        return BlockwiseCodec(
+            bits=bits,
+            signed=signed,
+            block_size=block,
+            min_numel=min_numel,
+            partial_blocks=bits == 8,
+        )
     raise ValueError(f"state_bits: must be one of [32, 16, 8, 4], got {bits!r}")

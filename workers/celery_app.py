@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import signal
-import sys
 import threading
 from typing import Any
 
@@ -21,6 +19,7 @@ from celery import Celery, signals
 
 from core.broker import celery_config
 from core.config import Settings, get_settings
+from core.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +75,9 @@ app = create_celery_app()
 # ------------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this pool process when the worker main process dies (kill -9)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:  # no glibc (e.g. musl): the lease renewer's parent check still applies
-        pass
-
-
 @signals.worker_process_init.connect
 def _init_pool_process(**_: Any) -> None:
-    _die_with_parent()
+    die_with_parent()
     from core.broker import get_celery_client
     from core.db import get_engine
 

@@ -67,6 +67,20 @@ def benchmarks_page(request: Request, session: SessionDep) -> Response:
     return render(request, "benchmarks.html", {"benchmarks": list_benchmarks(session)})
 
 
+@router.get("/benchmarks.csv")
+def benchmarks_csv(session: SessionDep) -> Response:
+    """The benchmark list as CSV."""
+    from api.web.csv_export import csv_response
+    from search.bench_report import list_benchmarks
+
+    rows = [{**b, "arms": " ".join(b["arms"]), "horizons": " ".join(map(str, b["horizons"])),
+             "runs_done": b["progress"]["runs_done"],
+             "runs_planned": b["progress"]["runs_planned"]} for b in list_benchmarks(session)]  # fmt: skip
+    cols = ("id", "name", "workload", "status", "origin", "arms", "horizons", "runs_done",
+            "runs_planned", "created_at")  # fmt: skip
+    return csv_response(rows, cols, "benchmarks.csv")
+
+
 @router.get("/benchmarks/{benchmark_id}")
 def benchmark_page(request: Request, session: SessionDep, benchmark_id: str) -> Response:
     """One benchmark: claims table (mean ± CI, p, speedups), loss-vs-horizon plot."""
@@ -126,3 +140,21 @@ def confirmed_page(request: Request, session: SessionDep, workload: str | None =
         return not_found(request, f"There is no workload {name!r}; valid: {valid}.")
     ctx = {"workload": name, "rows": confirmed_board(session, name), "workloads": list(WORKLOADS)}
     return render(request, "confirmed.html", ctx)
+
+
+@router.get("/confirmed.csv")
+def confirmed_csv(request: Request, session: SessionDep, workload: str | None = None) -> Response:
+    """The confirmed board as CSV: its benchmark, then the claims table's columns."""
+    from search.bench_report import confirmed_board
+
+    name = workload or "shakespeare-lm"
+    if name not in WORKLOADS:
+        valid = ", ".join(WORKLOADS)
+        return not_found(request, f"There is no workload {name!r}; valid: {valid}.")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(("benchmark_id", "benchmark", *CSV_COLUMNS))
+    for row in confirmed_board(session, name):
+        writer.writerow([row["benchmark_id"], row["benchmark"], *csv_row(row)])
+    headers = {"Content-Disposition": f'attachment; filename="confirmed-{name}.csv"'}
+    return Response(out.getvalue(), media_type="text/csv", headers=headers)

@@ -3,14 +3,15 @@
 FastAPI's own routes for these are switched off (``create_app``) so that under
 ``auth_mode=all`` they need a key or a login session too (the login page otherwise); in the
 other modes they are public. Swagger UI is served from ``/static/vendor/swagger-ui`` (vendored,
-no CDN).
+no CDN); ``/redoc`` redirects to it (ReDoc is not vendored, and FastAPI's page loads it and
+its fonts from CDNs, so it would be blank offline).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from api.web.auth import PageRoute
 
@@ -40,6 +41,6 @@ def swagger(request: Request) -> HTMLResponse:
 
 
 @router.get("/redoc")
-def redoc(request: Request) -> HTMLResponse:
-    """API reference (ReDoc)."""
-    return get_redoc_html(openapi_url=OPENAPI_URL, title=f"{request.app.title} - ReDoc")
+def redoc() -> RedirectResponse:
+    """The API reference is Swagger UI at ``/docs`` (works offline)."""
+    return RedirectResponse("/docs", status_code=307)

@@ -10,6 +10,22 @@ import typer
 
 from optforge.cli import api_cmds, bench_cmds, demo_cmds, search_cmds, service_cmds, train_cmds
 
+
+def _flags_show_no_type() -> None:
+    """Typer 0.29 prints a type after every flag in help (``--json <bool>``, even ``--help``);
+    a flag takes no value, so its type column stays empty (options with values keep theirs)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010
+
+
+_flags_show_no_type()
+
 app = typer.Typer(
     name="optforge",
     help="Design and search memory-efficient optimizers for language-model training.",

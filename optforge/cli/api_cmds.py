@@ -164,9 +164,7 @@ def _submit(client: Any, base: str, body: dict[str, Any], wait: bool, poll_s: fl
     if resp.status_code >= 400:
         _fail(resp)
     exp = resp.json()
-    typer.echo(
-        f"experiment {exp['id']}: {len(exp['runs'])} runs ({base}/v1/experiments/{exp['id']})"
-    )
+    typer.echo(f"experiment {exp['id']}: {len(exp['runs'])} runs ({base}/experiments/{exp['id']})")
     if wait:
         exp = _wait(client, exp, poll_s)
         _print_board(client, exp)
@@ -233,7 +231,8 @@ def _cells(rank: int, row: dict[str, Any]) -> list[str]:
         str(rank),
         row["name"],
         num(row["best_lr"], ".3g"),
-        f"{num(row['val_loss_mean'], '.4f')} ± {num(row['val_loss_std'], '.4f')}",
+        num(row["val_loss_mean"], ".4f")
+        + (f" ± {num(row['val_loss_std'], '.4f')}" if row["n_runs"] > 1 else ""),  # no "± 0"
         num(row["state_bytes_per_param"], ".2f"),
         num(row["tokens_per_s"], ".0f"),
         str(row["n_runs"]),

@@ -82,10 +82,13 @@ def _one_line(exc: Exception) -> str:
     return str(exc)
 
 
-def _init_worker() -> None:
+def _init_worker(processes: int = 1) -> None:
+    from core.process import die_with_parent
     from optforge.cli.train_common import setup_torch
 
-    setup_torch()
+    if processes > 1:
+        die_with_parent()
+    setup_torch(processes)
 
 
 def _execute(run_id: int) -> str:
@@ -124,7 +127,9 @@ def _drive_pool(bench_id: int, workers: int, report: Any) -> None:
     pending: list[int] = []
     running: dict[Future[str], int] = {}
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(workers,)
+    ) as pool:
         counts = _tick(bench_id, pending)
         while pending or running:
             while pending:

@@ -66,25 +66,14 @@ def optforge_command() -> str:
 
 
 def _submit(names: list[str], workload: str, steps: int, seeds: int) -> tuple[int, list[int]]:
-    """Insert the experiment and its runs (committed) and return the ids still to train."""
-    from pydantic import ValidationError
+    """Validate like the API (a mistake is one line, exit 2), insert the experiment and its
+    runs (committed, origin "demo") and return (experiment id, run ids still to train)."""
+    from optforge.cli.local_runs import record, validated
 
-    from core.db import session_scope
-    from search.experiments import ExperimentCreate, create_experiment
-    from search.recipes import RecipeError, UnknownNameError
-
-    try:
-        spec = ExperimentCreate.model_validate(
-            {"recipes": names, "workload": workload, "steps": steps, "seeds": list(range(seeds))}
-        )
-        with session_scope() as session:
-            exp, run_ids = create_experiment(session, spec, owner="demo")
-            exp.origin = "demo"
-            return exp.id, run_ids
-    except UnknownNameError as exc:
-        raise typer.BadParameter(f"{exc} (valid: {', '.join(exc.valid)})") from exc
-    except (ValidationError, RecipeError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    body = {"recipes": names, "workload": workload, "steps": steps, "seeds": list(range(seeds))}
+    spec, _ = validated(body, {"recipes": "--presets"})
+    exp_id, _, to_train = record(spec, origin="demo")
+    return exp_id, to_train
 
 
 def _train_one(console: Any, run_id: int, label: str, steps: int) -> None:

@@ -43,15 +43,16 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _where(loc: tuple[Any, ...]) -> str:
+def _where(loc: tuple[Any, ...], flags: dict[str, str]) -> str:
     head = str(loc[0]) if loc else ""
     if head == "recipes" and len(loc) > 2 and loc[2] == "recipe":
         return "--recipe " + ".".join(str(p) for p in loc[3:])
-    return FLAGS.get(head, ".".join(str(p) for p in loc))
+    return flags.get(head, ".".join(str(p) for p in loc))
 
 
-def error_line(exc: Exception) -> str:
-    """One line for a pydantic ValidationError or a RecipeError (field as the CLI flag)."""
+def error_line(exc: Exception, flags: dict[str, str] | None = None) -> str:
+    """One line for a pydantic ValidationError or a RecipeError (field as the CLI flag;
+    ``flags`` overrides ``FLAGS`` for a command whose flag differs, e.g. run's ``--seed``)."""
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
@@ -61,7 +62,7 @@ def error_line(exc: Exception) -> str:
     first = errors[0]
     loc = tuple(first.get("loc", ()))
     msg = str(first["msg"]).removeprefix("Value error, ")
-    where = _where(loc).strip()
+    where = _where(loc, {**FLAGS, **(flags or {})}).strip()
     fix = FIXES.get(str(loc[0]) if loc else "")
     text = f"{where}: {msg}" if where else msg
     return f"{text} ({fix})" if fix else text
@@ -150,7 +151,9 @@ def queue_for(device: str | None) -> str:
     return "gpu" if device.startswith("cuda") else "cpu"
 
 
-def validated(body: dict[str, Any]) -> tuple[ExperimentCreate, Plan]:
+def validated(
+    body: dict[str, Any], flags: dict[str, str] | None = None
+) -> tuple[ExperimentCreate, Plan]:
     """The API's validator on a CLI spec: (spec, plan) or a one-line error (exit 2)."""
     from pydantic import ValidationError
 
@@ -161,7 +164,7 @@ def validated(body: dict[str, Any]) -> tuple[ExperimentCreate, Plan]:
         spec = ExperimentCreate.model_validate(body)
         return spec, plan_experiment(spec)
     except (ValidationError, RecipeError) as exc:
-        raise fail(error_line(exc)) from None
+        raise fail(error_line(exc, flags)) from None
 
 
 def record(spec: ExperimentCreate, origin: str = "cli") -> tuple[int, list[int], list[int]]:

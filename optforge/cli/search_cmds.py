@@ -38,6 +38,9 @@ def _init_child(threads: int) -> None:
     """
     import os
 
+    from core.process import die_with_parent
+
+    die_with_parent()
     os.environ["OMP_NUM_THREADS"] = str(max(1, threads))
 
 
@@ -94,11 +97,10 @@ def run_local_study(
 
 def _process_pool(parallel: int) -> Executor:
     import multiprocessing
-    import os
 
-    from core.config import get_settings
+    from optforge.cli.train_common import torch_threads_per_process
 
-    threads = get_settings().torch_threads or max(1, (os.cpu_count() or 1) // parallel)
+    threads = torch_threads_per_process(parallel)
     return ProcessPoolExecutor(
         max_workers=parallel,
         mp_context=multiprocessing.get_context("spawn"),

@@ -73,7 +73,7 @@ def run_cmd(
     dev = check_device(device)
     body = {"recipes": [ref], "workload": workload, "steps": steps, "seeds": [seed], "lr": lr,
             "queue": queue_for(dev)}  # fmt: skip
-    spec, plan = validated(body)
+    spec, plan = validated(body, {"seeds": "--seed"})
     setup_torch()
     preflight_data(plan.workload, data)
     name, canonical, _ = plan.recipes[0]
@@ -204,8 +204,10 @@ def workloads_cmd() -> None:
     typer.echo(
         f"lr: every run uses its recipe's lr ({lrs}, ...); --lr overrides it.\n"
         "CPU time: the trainer's wall time for the default steps (evaluations included) with "
-        "1 torch thread, measured on a 2-core VM; add "
-        f"{STARTUP_S} s to start Python and torch. Several runs at once share the cores."
+        "1 torch thread, measured as wall_s of `OPTFORGE_TORCH_THREADS=1 optforge run "
+        "--workload W --no-record --json` on a busy 2-core VM (load ~4.5; an idle machine is "
+        f"faster); add {STARTUP_S} s to start Python and torch. Several runs at once share "
+        "the cores."
     )
 
 

@@ -4,6 +4,7 @@ leaderboard tables, the comparison loop and the loss-curve plot. Heavy imports s
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,15 +49,21 @@ def stderr_console() -> Console:
     return Console(stderr=True)
 
 
-def setup_torch() -> None:
-    """Apply ``settings.torch_threads`` (the one place the CLI configures torch)."""
-    import torch
-
+def torch_threads_per_process(processes: int) -> int:
+    """``settings.torch_threads``, else the cores shared out between ``processes`` (never
+    oversubscribed: two processes with torch's default of all cores each run several times
+    slower on a 2-core machine)."""
     from core.config import get_settings
 
-    threads = get_settings().torch_threads
-    if threads:
-        torch.set_num_threads(threads)
+    return get_settings().torch_threads or max(1, (os.cpu_count() or 1) // processes)
+
+
+def setup_torch(processes: int = 1) -> None:
+    """Set torch's threads for one of ``processes`` training processes (the one place the CLI
+    configures torch)."""
+    import torch
+
+    torch.set_num_threads(torch_threads_per_process(processes))
 
 
 def train_with_progress(

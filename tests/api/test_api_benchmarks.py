@@ -149,6 +149,30 @@ def test_pages_render_the_table_plot_and_csv(
     assert confirmed.status_code == 200 and "No confirmed results" in confirmed.text
     nope = client.get("/confirmed?workload=nope")
     assert nope.status_code == 404 and W in nope.text
+    listing = client.get("/benchmarks.csv")
+    assert listing.status_code == 200 and listing.headers["content-type"].startswith("text/csv")
+    assert listing.text.splitlines()[0].startswith("id,name,workload,status,origin,arms")
+    assert len(listing.text.splitlines()) == 2
+    assert 'href="/benchmarks.csv"' in client.get("/benchmarks").text
+
+
+def test_confirmed_board_csv(
+    client: TestClient, auth: dict[str, str], ticks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.bench_report
+
+    bid = _post(client, auth, SPEC).json()["id"]
+    cells = client.get(f"/v1/benchmarks/{bid}").json()["cells"]
+    claims = [{"benchmark_id": bid, "benchmark": "b", **c, "mean": 3.0, "ci95": [2.9, 3.1]}
+              for c in cells]  # fmt: skip
+    monkeypatch.setattr(search.bench_report, "confirmed_board", lambda s, w: claims)
+    page = client.get(f"/confirmed?workload={W}").text
+    assert f'href="/confirmed.csv?workload={W}"' in page
+    got = client.get(f"/confirmed.csv?workload={W}")
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+    lines = got.text.splitlines()
+    assert lines[0].startswith("benchmark_id,benchmark,recipe,arm,horizon") and len(lines) == 5
+    assert client.get("/confirmed.csv?workload=nope").status_code == 404
 
 
 def test_confirmed_view_lists_only_benchmarked_cells(

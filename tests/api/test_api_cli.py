@@ -73,6 +73,13 @@ def test_submit_wait_prints_leaderboard(
     assert result.exit_code == 0, result.output
     assert "2 runs" in result.output and "2 succeeded" in result.output
     assert "adamw" in result.output and "2.0500 ± 0.0707" in result.output
+    assert "(http://api.test/experiments/1)" in result.output  # the page, not the JSON
+    one = tmp_path / "one.yaml"
+    one.write_text("recipes: [sinkgd]\nworkload: synthetic-lm\nsteps: 8\nseeds: [0]\n")
+    single = runner.invoke(app, ["submit", str(one), *args[2:], "--wait"])
+    assert single.exit_code == 0, single.output
+    row = next(ln for ln in single.output.splitlines() if "sinkgd" in ln)
+    assert "2.0000" in row and "±" not in row  # one seed: no "± 0"
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("recipes: [nope]\nworkload: synthetic-lm\n")

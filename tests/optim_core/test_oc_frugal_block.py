@@ -140,3 +140,6 @@ def test_galore_variant_keeps_the_former_preset() -> None:
     assert stage.reset_on_refresh and stage.rank == 0.25  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="density"):
         optim_core.presets.get("frugal", rank=8)
+    _, opt = _ours(T + 1, _grads(T + 1), variant="galore")  # past one refresh
+    recipe = optim_core.presets.get("frugal", lr=LR, refresh=T, variant="galore")
+    assert optim_core.state_bytes(recipe, SHAPES) == optim_core.measure_state_bytes(opt)

@@ -16,7 +16,7 @@ from optim_core.recipe import AdamSpec, Pipeline, Recipe, Route
 
 SHAPES = {
     "layers.0.attn.q.weight": (64, 128),  # 8192: quantized, block multiple
-    "layers.0.mlp.up.weight": (100, 50),  # 5000: quantized, last block partial
+    "layers.0.mlp.up.weight": (100, 50),  # 5000: 8-bit partial last block; 4-bit fp32 (torchao)
     "layers.0.attn_norm.weight": (64,),  # small: fp32 state
 }
 
@@ -69,7 +69,7 @@ def test_grouped_quantized_step_equals_per_stage_path(bits: int, style: str, wd_
         for key in p_fast:  # codes and block scales come from the same m, v: identical
             assert torch.equal(p_fast[key], p_slow[key]), key
     quantized = [s for s in fast_opt.state.values() if "0.adam.m.q" in s]
-    assert len(quantized) == 2
+    assert len(quantized) == (2 if bits == 8 else 1)
 
 
 def test_compile_policy_defaults_and_switch() -> None:

@@ -74,8 +74,7 @@ def test_blockwise_round_trip_error_bound(bits: int, signed: bool, block: int) -
     x = torch.randn(96, 130, generator=gen)  # 12480 elements: a partial last block
     if not signed:
         x = x.square()
-    codec = make_codec(bits, signed=signed, block_size=block)
-    assert isinstance(codec, BlockwiseCodec)
+    codec = BlockwiseCodec(bits=bits, signed=signed, block_size=block, partial_blocks=True)
     d = codec.encode(x)
     assert set(d) == {"q", "scale"} and d["q"].dtype == torch.uint8
     y = codec.decode(d, tuple(x.shape))
@@ -130,6 +129,14 @@ def test_small_tensors_keep_fp32_state() -> None:
     d = codec.encode(torch.randn(10, 10))
     assert set(d) == {""} and d[""].dtype == torch.float32
     assert codec.state_bytes((10, 10)) == 400
+
+
+def test_partial_last_block_8bit_as_bitsandbytes_4bit_fp32_as_torchao() -> None:
+    x = torch.randn(100, 50)  # 5000 >= 4096, not a multiple of 256 or 128
+    assert set(make_codec(8).encode(x)) == {"q", "scale"}
+    four = make_codec(4)
+    assert set(four.encode(x)) == {""} and four.state_bytes((100, 50)) == 4 * 5000
+    assert set(four.encode(torch.randn(96, 64))) == {"q", "scale"}  # 48 whole blocks
 
 
 def test_eight_bit_state_is_at_most_026_of_fp32() -> None:

@@ -145,3 +145,28 @@ def _base_time(bench: dict[str, Any], horizon: int) -> float:
     tokens = get_workload("synthetic-lm").tokens_per_step
     assert len(runs) == 3
     return float(np.mean([tokens / r["tokens_per_s"] for r in runs]))
+
+
+def test_markdown_and_plot_scripts_render_the_report(
+    bench: dict[str, Any], tmp_path: Path
+) -> None:
+    """bench/benchmark_markdown.py and bench/plot_benchmark.py (what docs/results.md is made
+    with) render every cell of a real report."""
+    import importlib.util
+
+    def load(name: str) -> Any:
+        path = Path(__file__).parents[2] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    table = load("benchmark_markdown").markdown(bench["report"]).splitlines()
+    cells = bench["report"]["cells"]
+    assert len(table) == 2 + len(cells)
+    assert all(line.count("|") == table[0].count("|") for line in table)
+    assert sum("(baseline)" in line for line in table) == len({c["horizon"] for c in cells})
+    png = tmp_path / "bench.png"
+    load("plot_benchmark").plot(bench["report"], png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -93,6 +93,11 @@ def test_cli_search_trains_real_runs_and_prints_json(data_dir, tmp_path) -> None
     trial = detail["pareto_front"][0]
     assert trial["runs"][0]["status"] == "succeeded" and trial["runs"][0]["final_val_loss"] > 0
     assert trial["values"][1] == trial["runs"][0]["state_bytes_per_param"] > 0
+    from core.db import session_scope
+    from core.models import SearchStudy
+
+    with session_scope() as s:  # recorded in the embedded default's database, tagged
+        assert [(st.id, st.origin) for st in s.query(SearchStudy)] == [(detail["id"], "cli")]
 
 
 def test_cli_search_mistakes_are_one_line(data_dir) -> None:  # type: ignore[no-untyped-def]

@@ -211,7 +211,12 @@ def test_api_docs_public_in_other_modes(client_for: ClientFor, mode: str) -> Non
     assert client.get("/openapi.json").json()["info"]["title"] == "optforge"
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text
-    assert client.get("/redoc").status_code == 200
+    assert "http" not in docs.text  # vendored Swagger UI, no CDN: works offline
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/static/vendor/swagger-ui/{asset}" in docs.text
+        assert client.get(f"/static/vendor/swagger-ui/{asset}").status_code == 200
+    redoc = client.get("/redoc")  # ReDoc is not vendored: the same offline page
+    assert redoc.status_code == 200 and str(redoc.url).endswith("/docs")
 
 
 @pytest.mark.parametrize(

@@ -173,3 +173,18 @@ def test_every_table_has_a_working_csv(desk: dict[str, Any], browser_page: Any) 
     assert json.loads(pg.request.get(f"{url}/v1/health").text())["status"] == "ok"
     assert console.errors == []
     assert external == []
+
+
+def test_api_docs_render_offline(desk: dict[str, Any], browser_page: Any) -> None:
+    """Swagger UI at /docs is vendored: it renders the API with no request to another host."""
+    url = desk["url"]
+    pg, console, external = browser_page
+    pg.goto(f"{url}/docs")
+    pg.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=60_000)
+    paths = pg.locator(".swagger-ui .opblock-summary-path").all_inner_texts()
+    assert any("/v1/experiments" in p for p in paths), paths
+    shot(pg, "desk-docs")
+    pg.goto(f"{url}/redoc")  # ReDoc is not vendored: the same page
+    pg.wait_for_url(f"{url}/docs")
+    assert console.errors == []
+    assert external == []

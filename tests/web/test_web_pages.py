@@ -156,6 +156,10 @@ def test_compare_overlays_and_ignores_unknown(client: TestClient) -> None:
     series = chart_data(r.text, "compare-step")["series"]
     assert len(series) == 4 and series[0]["label"].startswith(f"#{a} adamw")
     assert "Unknown run ids ignored: 999" in r.text
+    seeds = client.get("/compare", params={"runs": f"{a},{seeded.run_ids[1]},{b}"}).text
+    bands = [s["label"] for s in chart_data(seeds, "compare-bands")["series"]]
+    assert bands[:3] == ["adamw val (mean of 2)", "adamw val ± std", "adamw val - std"]
+    assert bands[3:] == ["sinkgd val"]  # one seed: its own line, no band
 
 
 def test_recipe_page_snippet_and_runs(client: TestClient) -> None:
@@ -283,3 +287,46 @@ def test_leaderboard_steps_to_target_column(client: TestClient) -> None:
     rows = table_rows(client.get("/").text, "leaderboard")
     assert re.search(r'<td class="n">30</td>', rows[0])  # adamw reached the target at step 30
     assert re.search(r'<td class="n">—</td>', rows[3])  # galore never did
+
+
+def test_board_counts_trained_apart_from_reused_and_one_seed_has_no_spread(
+    client: TestClient,
+) -> None:
+    from web_seed import add_run
+
+    from core.db import session_scope
+
+    seeded = _seed()
+    with session_scope() as session:  # a second submission of adamw seed 0: a reused copy
+        add_run(session, _recipe(session, seeded.recipe_hashes[0]), 0, 3.10, 8.0,
+                reused_from_id=seeded.run_ids[0])  # fmt: skip
+    html = client.get("/").text
+    assert f"{WORKLOAD} · {STEPS} steps (10 trained, 1 reused)" in html
+    assert f"{WORKLOAD} · {STUDY_STEPS} steps (3 trained)" in html
+    assert "3.11 ± 0.014" in table_rows(html, "leaderboard")[0]  # the copy is not a 3rd seed
+    study_board = client.get("/", params={"workload": WORKLOAD, "steps": STUDY_STEPS}).text
+    rows = table_rows(study_board, "leaderboard")
+    assert len(rows) == 3 and not any("±" in r for r in rows)  # one seed each: no "± 0"
+
+
+def test_times_are_utc_to_the_second_and_trial_params_are_short(client: TestClient) -> None:
+    from datetime import datetime
+
+    from core.db import session_scope
+    from core.models import Run, SearchTrial
+
+    seeded = _seed()
+    with session_scope() as session:
+        run = session.get_one(Run, seeded.run_ids[0])
+        run.finished_at = datetime(2026, 12, 1, 20, 5, 12, 123456)
+        trial = session.query(SearchTrial).filter_by(study_id=seeded.study_id, number=0).one()
+        trial.params = {"lr": 0.0123456789, "norms": ["row", "col"], "state_bits": 32}
+    page = client.get(f"/runs/{seeded.run_ids[0]}").text
+    metrics = re.search(r'<table class="kv" id="metrics">(.*?)</table>', page, re.S)
+    assert metrics and "/ 2026-12-01 20:05:12Z</td>" in metrics.group(1)
+    stamps = re.findall(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[^ <]*", metrics.group(1))
+    assert len(stamps) == 2 and all(re.fullmatch(r".{19}Z", s) for s in stamps), stamps
+    study = client.get(f"/studies/{seeded.study_id}").text
+    first = table_rows(study, "trials")[0]
+    assert '<span class="param"><b>lr</b> 0.01235</span>' in first
+    assert '<span class="param"><b>norms</b> row&gt;col</span>' in first
