@@ -7,7 +7,7 @@ parameter's shape, so both agree exactly (tested for every preset).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,16 +38,26 @@ def state_bytes(
         ValueError: a parameter matches no route, or a stage cannot handle its shape (e.g. a
             rank larger than the matrix), naming the parameter.
     """
+    return sum(
+        st.state_bytes(shp, dtype)
+        for shp, stages in _param_stages(recipe, named_shapes, model_facts)
+        for st in stages
+    )
+
+
+def _param_stages(
+    recipe: Recipe,
+    named_shapes: Mapping[str, Sequence[int]],
+    model_facts: Mapping[str, Any] | None,
+) -> Iterator[tuple[tuple[int, ...], list[Any]]]:
+    """``(shape, stages)`` of every parameter, the stages built as ``build`` builds them."""
     pipeline = recipe.to_pipeline()
     shapes = {name: tuple(int(s) for s in shape) for name, shape in named_shapes.items()}
-    total = 0
     for idx, names in route_members(pipeline, list(shapes.items())).items():
         route = pipeline.routes[idx]
         for pos, name in enumerate(names):
             shp = shapes[name]
-            stages = build_stages(route.stages, name, shp, model_facts, (pos, len(names)))
-            total += sum(st.state_bytes(shp, dtype) for st in stages)
-    return total
+            yield shp, build_stages(route.stages, name, shp, model_facts, (pos, len(names)))
 
 
 def weight_bytes(
@@ -59,16 +69,10 @@ def weight_bytes(
     """Bytes of the weights as the recipe stores them: ``numel·itemsize`` of ``dtype``, or a
     stage's ``weight_bytes`` (Q-GaLore's INT8 weights: 1 byte per element + fp32 scale and
     zero per group of 256)."""
-    pipeline = recipe.to_pipeline()
-    shapes = {name: tuple(int(s) for s in shape) for name, shape in named_shapes.items()}
     total = 0
-    for idx, names in route_members(pipeline, list(shapes.items())).items():
-        route = pipeline.routes[idx]
-        for pos, name in enumerate(names):
-            shp = shapes[name]
-            stages = build_stages(route.stages, name, shp, model_facts, (pos, len(names)))
-            own = [st.weight_bytes(shp, dtype) for st in stages if hasattr(st, "weight_bytes")]
-            total += own[-1] if own else tensor_bytes(shp, dtype)
+    for shp, stages in _param_stages(recipe, named_shapes, model_facts):
+        own = [st.weight_bytes(shp, dtype) for st in stages if hasattr(st, "weight_bytes")]
+        total += own[-1] if own else tensor_bytes(shp, dtype)
     return total
 
 

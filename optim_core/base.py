@@ -245,8 +245,15 @@ def _key(slot: str, part: str) -> str:
 
 
 def slot_init(slot: str, t: Tensor, codec: StateCodec) -> dict[str, Tensor]:
-    """Stage-local state entries for slot ``slot`` holding initial value ``t``."""
-    return {_key(slot, part): x for part, x in codec.encode(t).items()}
+    """Stage-local state entries for slot ``slot`` holding initial value ``t``.
+
+    A block-quantized zero state gets block scales of 0, as torchao's ``OptimState*bit.zeros``:
+    it decodes to exactly 0 (encoding zeros clips the scale at 1e-12, and a map without a 0
+    level, the 4-bit unsigned one, would decode to 1e-12/16)."""
+    parts = codec.encode(t)
+    if "scale" in parts and "q" in parts and not bool(t.any()):
+        parts["scale"] = torch.zeros_like(parts["scale"])
+    return {_key(slot, part): x for part, x in parts.items()}
 
 
 def slot_read(

@@ -136,8 +136,7 @@ def confirmed_page(request: Request, session: SessionDep, workload: str | None =
 
     name = workload or "shakespeare-lm"
     if name not in WORKLOADS:
-        valid = ", ".join(WORKLOADS)
-        return not_found(request, f"There is no workload {name!r}; valid: {valid}.")
+        return _no_workload(request, name)
     ctx = {"workload": name, "rows": confirmed_board(session, name), "workloads": list(WORKLOADS)}
     return render(request, "confirmed.html", ctx)
 
@@ -149,8 +148,7 @@ def confirmed_csv(request: Request, session: SessionDep, workload: str | None = 
 
     name = workload or "shakespeare-lm"
     if name not in WORKLOADS:
-        valid = ", ".join(WORKLOADS)
-        return not_found(request, f"There is no workload {name!r}; valid: {valid}.")
+        return _no_workload(request, name)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(("benchmark_id", "benchmark", *CSV_COLUMNS))
@@ -158,3 +156,8 @@ def confirmed_csv(request: Request, session: SessionDep, workload: str | None = 
         writer.writerow([row["benchmark_id"], row["benchmark"], *csv_row(row)])
     headers = {"Content-Disposition": f'attachment; filename="confirmed-{name}.csv"'}
     return Response(out.getvalue(), media_type="text/csv", headers=headers)
+
+
+def _no_workload(request: Request, name: str) -> Response:
+    valid = ", ".join(WORKLOADS)
+    return not_found(request, f"There is no workload {name!r}; valid: {valid}.")

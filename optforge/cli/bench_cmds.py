@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from optforge.cli.api_cmds import _fail, _load_spec
+from optforge.cli.local_runs import scratch_databases
 
 
 def register(app: typer.Typer) -> None:
@@ -37,12 +38,19 @@ def benchmark_cmd(
     ] = None,
     api: Annotated[str | None, typer.Option(help="API base URL for --submit")] = None,
     key: Annotated[str | None, typer.Option(envvar="OPTFORGE_API_KEY", help="API key")] = None,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="keep the benchmark out of the database")
+    ] = False,
 ) -> None:
     """Tune every arm equally per horizon, confirm on fresh seeds, print the claims table."""
     body = _load_spec(spec)
     if submit:
         _submit(body, api, key)
         return
+    if no_record:
+        if resume is not None:
+            raise typer.BadParameter("--resume continues a recorded benchmark: drop --no-record")
+        scratch_databases("benchmark")
     bench_id = resume if resume is not None else _create(body)
     _drive(bench_id, workers)
     rep = _report(bench_id)

@@ -236,3 +236,29 @@ def page_url(path: str) -> str:
     from core.config import get_settings
 
     return f"{get_settings().public_url.rstrip('/')}{path}"
+
+
+def scratch_databases(what: str) -> None:
+    """``--no-record`` of search/benchmark: ``what``, its runs, Optuna and the broker in a
+    throw-away directory.
+
+    Set before any database is opened (and inherited by the ``--parallel`` processes); the
+    data cache stays where it is, so nothing is downloaded twice.
+    """
+    import os
+    import tempfile
+
+    from core.config import get_settings
+    from core.db import get_engine
+
+    cache = get_settings().cache_dir
+    tmp = Path(tempfile.mkdtemp(prefix="optforge-scratch-"))
+    os.environ.update(
+        OPTFORGE_DATABASE_URL=f"sqlite:///{tmp / 'optforge.db'}",
+        OPTFORGE_OPTUNA_STORAGE_URL=f"sqlite:///{tmp / 'optuna.db'}",
+        OPTFORGE_BROKER_URL=f"sqla+sqlite:///{tmp / 'broker.db'}",
+        OPTFORGE_CACHE_DIR=str(cache),
+    )
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    typer.echo(f"--no-record: {what} kept in {tmp} only", err=True)

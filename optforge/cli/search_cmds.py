@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from optforge.cli.local_runs import fail, page_url
+from optforge.cli.local_runs import fail, page_url, scratch_databases
 
 Execute = Callable[[int], Any]
 
@@ -162,7 +162,7 @@ def _search(
     from core.migrate import upgrade
 
     if no_record:
-        _scratch_databases()
+        scratch_databases("study")
     upgrade()  # the embedded default's SQLite database: create or migrate it (idempotent)
     body = {"workload": workload, "steps": _default_steps(workload) if steps is None else steps,
             "space": _load_space_dict(space), "n_trials": trials, "parallelism": parallel,
@@ -201,31 +201,6 @@ def _create_cli_study(body: dict[str, Any]) -> int:
             return int(study.id)
     except ValueError as exc:  # SpaceError, StudySpecError, unknown workload, pydantic errors
         raise fail(_spec_error(exc)) from None
-
-
-def _scratch_databases() -> None:
-    """``--no-record``: the study, its runs, Optuna and the broker in a throw-away directory.
-
-    Set before any database is opened (and inherited by the ``--parallel`` processes); the
-    data cache stays where it is, so nothing is downloaded twice.
-    """
-    import os
-    import tempfile
-
-    from core.config import get_settings
-    from core.db import get_engine
-
-    cache = get_settings().cache_dir
-    tmp = Path(tempfile.mkdtemp(prefix="optforge-search-"))
-    os.environ.update(
-        OPTFORGE_DATABASE_URL=f"sqlite:///{tmp / 'optforge.db'}",
-        OPTFORGE_OPTUNA_STORAGE_URL=f"sqlite:///{tmp / 'optuna.db'}",
-        OPTFORGE_BROKER_URL=f"sqla+sqlite:///{tmp / 'broker.db'}",
-        OPTFORGE_CACHE_DIR=str(cache),
-    )
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    typer.echo(f"--no-record: study kept in {tmp} only", err=True)
 
 
 def _cancel(study_id: int) -> None:

@@ -170,3 +170,40 @@ def test_markdown_and_plot_scripts_render_the_report(
     png = tmp_path / "bench.png"
     load("plot_benchmark").plot(bench["report"], png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_record_keeps_the_benchmark_out_of_the_database(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--no-record`` trains in a scratch directory: the JSON report comes back, and the
+    embedded default's database never sees the benchmark or its runs."""
+    from settings_reset import reset_settings_caches
+    from typer.testing import CliRunner
+
+    from optforge.cli import app
+
+    for var in SCRATCH_VARS:  # recorded, so the scratch paths set by the command are undone
+        monkeypatch.setenv(var, "unset-by-test")
+        monkeypatch.delenv(var)
+    spec = tmp_path / "spec.yaml"
+    tiny = {**SPEC, "recipes": ["sinkgd"], "horizons": [5], "tuning": {"budget": 1, "seed": 0}}
+    spec.write_text(yaml.safe_dump(tiny))
+    args = ["benchmark", str(spec), "--json", "--workers", "1", "--no-record"]
+    result = CliRunner().invoke(app, args)
+    monkeypatch.undo()
+    reset_settings_caches()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["status"] == "completed" and len(report["cells"]) == 2
+    assert "kept in" in result.stderr
+    assert not (data_dir / "optforge.db").exists()
+    refused = CliRunner().invoke(app, [*args, "--resume", "1"])
+    assert refused.exit_code == 2 and "drop --no-record" in refused.output
+
+
+SCRATCH_VARS = (
+    "OPTFORGE_DATABASE_URL",
+    "OPTFORGE_OPTUNA_STORAGE_URL",
+    "OPTFORGE_BROKER_URL",
+    "OPTFORGE_CACHE_DIR",
+)
