@@ -128,7 +128,7 @@ _CATALOG: list[WorkloadSpec] = [
         eval_every=25,
         eval_batches=4,
         target_loss=2.0,
-        expected_cpu_s_per_step=0.032,  # 3.2 s / 100 steps, 1 thread, 2-core VM at load ~4.5
+        expected_cpu_s_per_step=0.032,  # 3.19 s / 100 steps, 1 thread, idle 2-core VM (2026-12-07)
     ),
     WorkloadSpec(
         name="shakespeare-lm",
@@ -147,7 +147,7 @@ _CATALOG: list[WorkloadSpec] = [
         eval_every=50,
         eval_batches=8,
         target_loss=2.5,
-        expected_cpu_s_per_step=0.22,
+        expected_cpu_s_per_step=0.41,  # 122.6 s / 300 steps, 1 thread, idle 2-core VM (2026-12-07)
     ),
     WorkloadSpec(
         name="shakespeare-lm-20m",
@@ -183,7 +183,7 @@ _CATALOG: list[WorkloadSpec] = [
         eval_every=50,
         eval_batches=1,
         target_loss=0.3,
-        expected_cpu_s_per_step=0.0034,  # 0.67 s / 200 steps, 1 thread, 2-core VM at load ~4.7
+        expected_cpu_s_per_step=0.0039,  # 0.77 s / 200 steps, 1 thread, idle 2-core VM (2026-12-07)
     ),
 ]
 

@@ -205,9 +205,8 @@ def workloads_cmd() -> None:
         f"lr: every run uses its recipe's lr ({lrs}, ...); --lr overrides it.\n"
         "CPU time: the trainer's wall time for the default steps (evaluations included) with "
         "1 torch thread, measured as wall_s of `OPTFORGE_TORCH_THREADS=1 optforge run "
-        "--workload W --no-record --json` on a busy 2-core VM (load ~4.5; an idle machine is "
-        f"faster); add {STARTUP_S} s to start Python and torch. Several runs at once share "
-        "the cores."
+        "--workload W --no-record --json` on an idle 2-core VM (AMD EPYC, load < 1.1); add "
+        f"{STARTUP_S} s to start Python and torch. Several runs at once share the cores."
     )
 
 
