@@ -156,8 +156,7 @@ def _search(
     as_json: bool,
     no_record: bool = False,
 ) -> None:
-    from rich.console import Console, Group
-    from rich.live import Live
+    from rich.console import Console
 
     from core.migrate import upgrade
 
@@ -169,23 +168,33 @@ def _search(
             "seed": seed, "sampler": sampler}  # fmt: skip
     study_id = _create_cli_study(body)
     console = Console(stderr=as_json)
-    try:
-        with Live(console=console, refresh_per_second=2, transient=as_json) as live:
-
-            def show(detail: dict[str, Any]) -> None:
-                live.update(Group(_progress_line(detail), pareto_table(detail)))
-
-            detail = run_local_study(study_id, parallel, on_progress=show)
-    except KeyboardInterrupt:
-        _cancel(study_id)
-        typer.echo(f"interrupted: study {study_id} cancelled", err=True)
-        raise typer.Exit(130) from None
+    detail = _run_with_live_front(study_id, parallel, console, transient=as_json)
     if as_json:
         typer.echo(json.dumps(detail, default=str))
     else:
         console.print(pareto_table(detail))
         console.print(_progress_line(detail))
     typer.echo(f"study {study_id}: {page_url(f'/studies/{study_id}')}", err=as_json)
+
+
+def _run_with_live_front(
+    study_id: int, parallel: int, console: Any, transient: bool
+) -> dict[str, Any]:
+    """Run the study locally under a live progress line and Pareto table; Ctrl-C cancels it."""
+    from rich.console import Group
+    from rich.live import Live
+
+    try:
+        with Live(console=console, refresh_per_second=2, transient=transient) as live:
+
+            def show(detail: dict[str, Any]) -> None:
+                live.update(Group(_progress_line(detail), pareto_table(detail)))
+
+            return run_local_study(study_id, parallel, on_progress=show)
+    except KeyboardInterrupt:
+        _cancel(study_id)
+        typer.echo(f"interrupted: study {study_id} cancelled", err=True)
+        raise typer.Exit(130) from None
 
 
 def _create_cli_study(body: dict[str, Any]) -> int:
