@@ -7,19 +7,26 @@ opt = optim_core.build(recipe, model)
 optim_core.state_bytes(recipe, {n: p.shape for n, p in model.named_parameters()})
 ```
 See docs/recipes.md (schema, routing, presets) and docs/architecture.md (contract).
+
+Importing the package (and its data modules ``recipe``, ``forms``, ``stage_specs``, ``designs``,
+``presets``, ``describe``) does not import torch: the torch-needing names below are loaded on
+first use (PEP 562 module ``__getattr__``), so a torch-free process (the API) can validate and
+describe recipes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from optim_core import presets
-from optim_core.accounting import measure_state_bytes, state_bytes, weight_bytes
 from optim_core.describe import describe
-from optim_core.optimizer import RecipeOptimizer
-from optim_core.param_groups import build_grouped
 from optim_core.recipe import Design, Pipeline, Recipe, Route
+
+if TYPE_CHECKING:
+    from optim_core.accounting import measure_state_bytes, state_bytes, weight_bytes
+    from optim_core.builder import build
+    from optim_core.optimizer import RecipeOptimizer
 
 __all__ = [
     "Design",
@@ -35,39 +42,24 @@ __all__ = [
     "weight_bytes",
 ]
 
+# name -> module defining it; these import torch, so they load on first attribute access
+_TORCH_NAMES = {
+    "build": "optim_core.builder",
+    "RecipeOptimizer": "optim_core.optimizer",
+    "measure_state_bytes": "optim_core.accounting",
+    "state_bytes": "optim_core.accounting",
+    "weight_bytes": "optim_core.accounting",
+}
 
-def build(
-    recipe: Recipe | dict[str, Any],
-    model_or_named_params: Any,
-    lr: float | None = None,
-    *,
-    foreach: bool | None = None,
-    model_facts: Mapping[str, Any] | None = None,
-) -> RecipeOptimizer:
-    """A torch optimizer for ``recipe`` over a module / named params / dict / tensors.
 
-    Args:
-        recipe: a Recipe, or a dict validated as one.
-        model_or_named_params: ``nn.Module``, ``{name: param}``, ``[(name, param)]``, tensors,
-            or torch-style param groups ``[{"params": [...], "lr"?, "weight_decay"?}]`` whose
-            lr / weight_decay override the recipe route's for their parameters.
-        lr: base lr overriding ``recipe.lr`` (each relative route's group lr is
-            ``lr × lr_mult``; routes with an absolute ``lr`` keep theirs).
-        foreach: ``False`` forces the per-parameter path; ``None``/``True`` batch fp32 Adam
-            routes with ``torch._foreach_*`` kernels (same math and state keys).
-        model_facts: facts about the model some stages need (``n_heads``, ``n_kv_heads`` for
-            Adam-mini's per-head blocks), e.g. a workload's model config; ``None`` reads
-            ``n_heads``/``n_kv_heads`` attributes of the module's submodules.
+def __getattr__(name: str) -> Any:
+    module = _TORCH_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optim_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
 
-    Raises:
-        ValueError: a parameter matches no route or a stage cannot handle it (names it).
-        pydantic.ValidationError: ``recipe`` is an invalid dict.
-    """
-    if not isinstance(recipe, Recipe):
-        recipe = Recipe.model_validate(recipe)
-    return build_grouped(  # torch-style param groups: per-group lr / weight_decay overrides
-        lambda params: RecipeOptimizer(
-            recipe, params, lr=lr, foreach=foreach, model_facts=model_facts
-        ),
-        model_or_named_params,
-    )
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

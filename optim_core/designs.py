@@ -17,19 +17,15 @@ Rules (documented in docs/recipes.md):
 
 from __future__ import annotations
 
-from optim_core.recipe import (
+from optim_core.forms import Design, LowRankSpec, Pipeline, Route, StageSpec
+from optim_core.stage_specs import (
     AdamSpec,
-    Design,
     EmaSpec,
     FrobeniusSpec,
-    LowRankSpec,
     NewtonSchulzSpec,
     NormSpec,
-    Pipeline,
-    Route,
     ShapeScaleSpec,
     SinkhornSpec,
-    StageSpec,
     SvdSpec,
     WhitenSpec,
 )

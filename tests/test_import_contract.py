@@ -39,10 +39,16 @@ def test_contract_holds_and_a_forbidden_import_breaks_it(tmp_path: Path) -> None
     ok = _lint(tree)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "0 broken" in ok.stdout
-    (tree / "api" / "routes" / "sneaky.py").write_text("import workers.train  # forbidden\n")
+    (tree / "api" / "routes" / "sneaky.py").write_text(
+        "import workers.train  # forbidden\n"
+        "import optim_core.optimizer  # forbidden: needs torch\n"
+        "import optim_core.describe  # allowed: torch-free data\n"
+    )
     (tree / "optim_core" / "sneaky.py").write_text("import sqlalchemy  # forbidden\n")
     broken = _lint(tree)
     assert broken.returncode == 1, broken.stdout
     assert "2 broken" in broken.stdout
     assert "api.routes.sneaky -> workers.train" in broken.stdout
+    assert "api.routes.sneaky -> optim_core.optimizer" in broken.stdout
+    assert "-> optim_core.describe" not in broken.stdout
     assert "optim_core.sneaky -> sqlalchemy" in broken.stdout

@@ -10,9 +10,11 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from starlette.responses import Response
 
-from api.web.describe import describe_canonical
+from optim_core.describe import describe
+from optim_core.recipe import Recipe
 
 WEB_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
@@ -70,6 +72,23 @@ def to_yaml(v: Any) -> str:
     return str(yaml.safe_dump(v, sort_keys=False, default_flow_style=False, width=88))
 
 
+def describe_recipe(canonical: dict[str, Any] | None) -> list[str]:
+    """A stored recipe's design axes (or routes) in words, by ``optim_core.describe`` (torch-free);
+    a stored form the schema no longer accepts is listed key by key."""
+    if not canonical:
+        return ["(no recipe stored)"]
+    try:
+        recipe = Recipe.model_validate(canonical)
+    except ValidationError:
+        return [f"{k}: {_short(v)}" for k, v in canonical.items()]
+    return describe(recipe).splitlines()
+
+
+def _short(v: Any, limit: int = 160) -> str:
+    text = str(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def python_snippet(canonical: dict[str, Any]) -> str:
     """Copy-paste Python that builds the recipe with ``optim_core.build``."""
     return (
@@ -102,7 +121,7 @@ templates.env.filters.update(
     yaml=to_yaml,
     pretty_json=lambda v: json.dumps(v, indent=2, sort_keys=False),
     short=lambda h: (h or "")[:10],
-    describe=describe_canonical,
+    describe=describe_recipe,
     snippet=python_snippet,
 )
 templates.env.globals["TERMINAL"] = TERMINAL
