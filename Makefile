@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 TORCH  ?= torch==2.13.0
-SERVICE_PKGS := optim_core core search workers api optforge
+SERVICE_PKGS := optim_core core records search workers api optforge
 
 .PHONY: demo test test-fast lint fmt typecheck serve up worker migrate bench clean help
 

@@ -6,8 +6,6 @@ Keys are ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``); only their s
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -18,8 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, get_settings
 from core.models import ApiKey
-
-KEY_PREFIX = "ofk_"
+from records.api_keys import hash_key
 
 
 def app_settings(request: Request) -> Settings:
@@ -48,30 +45,6 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(app_settings)]
-
-
-def hash_key(key: str) -> str:
-    """The stored form of an API key (sha256 hex)."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def create_api_key(session: Session, name: str, admin: bool = False) -> str:
-    """Insert a key named ``name`` and return its plaintext (shown once, never stored).
-
-    An ``admin`` key may also cancel what other keys own.
-
-    Raises:
-        ValueError: the name is empty or already used.
-    """
-    name = name.strip()
-    if not name or len(name) > 128:
-        raise ValueError("key name must be 1-128 characters")
-    if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
-        raise ValueError(f"an API key named {name!r} already exists")
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(name=name, prefix=key[:12], key_hash=hash_key(key), is_admin=admin))
-    session.flush()
-    return key
 
 
 def presented_key(authorization: str | None, x_api_key: str | None) -> str:

@@ -1,7 +1,7 @@
 """The FastAPI application factory: JSON API under /v1, web pages at /, static files.
 
 ``uvicorn --factory api.main:create_app``; no app is built at import time. Importing this
-module never imports torch, optim_core or workers (recipes go through ``search.recipes``).
+module never imports torch, optim_core or workers (recipes go through ``records.recipes``).
 """
 
 from __future__ import annotations

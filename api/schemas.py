@@ -1,6 +1,6 @@
 """Response (``*Public``) and request bodies of the /v1 API that are not search-layer specs.
 
-Experiment bodies are ``search.experiments.ExperimentCreate``; study bodies are
+Experiment bodies are ``records.experiments.ExperimentCreate``; study bodies are
 ``search.spec.StudySpec``. Non-finite floats serialise as ``null``.
 """
 

@@ -3,7 +3,7 @@
 Fills a throw-away Postgres database with ``bench/service.py``'s 10,000-run board (100
 recipes x 4 lrs x seeds, 10 % on another board, 5 % failed), starts
 ``uvicorn --factory api.main:create_app`` and times keep-alive GETs with httpx; also times
-``search.leaderboard.leaderboard`` in-process and the SQL alone. Target: HTTP p99 < 50 ms.
+``records.leaderboard.leaderboard`` in-process and the SQL alone. Target: HTTP p99 < 50 ms.
 
     .venv/bin/python bench/leaderboard_http.py --runs 10000 --queries 300
 """
@@ -59,8 +59,8 @@ def main() -> None:
     proc = None
     try:
         from core.db import get_engine, session_scope
-        from core.migrate import upgrade
-        from search.leaderboard import _best_lr_query, leaderboard
+        from migrations.runner import upgrade
+        from records.leaderboard import _best_lr_query, leaderboard
 
         upgrade(url)
         svc.fill_runs(args.runs)

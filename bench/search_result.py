@@ -136,7 +136,7 @@ def main() -> None:
 
     from core.config import get_settings
     from core.db import session_scope
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
     from optforge.cli.search_cmds import _progress_line, run_local_study
     from search.scheduler import StudySpec, create_study
 

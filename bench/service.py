@@ -4,7 +4,7 @@
    until a real ``optforge worker`` (one process, Redis broker) has claimed the run
    (``runs.started_at``). Sequential: each run finishes before the next POST; warm-ups dropped.
 2. Leaderboard: ``GET /v1/leaderboard?workload=synthetic-lm&steps=100`` over 10,000 runs in
-   Postgres (p50/p99 of the HTTP call through the app, and of ``search.leaderboard``).
+   Postgres (p50/p99 of the HTTP call through the app, and of ``records.leaderboard``).
    Target: p99 < 50 ms.
 
 Uses a throw-away Postgres database (dropped at the end) and a Redis db nobody else is
@@ -177,7 +177,7 @@ def fill_runs(n_runs: int, n_recipes: int = 100, seed: int = 0) -> None:
 
 def leaderboard_latency(client: Any, queries: int) -> tuple[list[float], list[float]]:
     from core.db import session_scope
-    from search.leaderboard import leaderboard
+    from records.leaderboard import leaderboard
 
     http, direct = [], []
     for i in range(queries + 5):
@@ -200,7 +200,7 @@ def sql_execution_ms(repeats: int = 20) -> float:
     from sqlalchemy import text
 
     from core.db import session_scope
-    from search.leaderboard import _best_lr_query
+    from records.leaderboard import _best_lr_query
 
     stmt = _best_lr_query("synthetic-lm", 100)
     sql = str(stmt.compile(compile_kwargs={"literal_binds": True}))
@@ -242,10 +242,10 @@ def main() -> None:
     try:
         from fastapi.testclient import TestClient
 
-        from api.deps import create_api_key
         from api.main import create_app
         from core.db import session_scope
-        from core.migrate import upgrade
+        from migrations.runner import upgrade
+        from records.api_keys import create_api_key
 
         upgrade(url)
         with session_scope() as s:

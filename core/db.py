@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import get_settings
 
 log = logging.getLogger(__name__)
+
+
+#: Alembic's version table of our migrations (migrations/runner.py and migrations/env.py).
+VERSION_TABLE = "optforge_alembic_version"
 
 
 def make_engine(url: str) -> Engine:
@@ -77,6 +81,11 @@ TRANSIENT_SQLSTATES = frozenset(
     {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
     | {"53300"}
 )
+
+
+def rowcount(result: Any) -> int:
+    """Rows matched by an UPDATE or DELETE (a CursorResult; 0 when the driver does not say)."""
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def is_transient(exc: BaseException) -> bool:

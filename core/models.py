@@ -86,6 +86,20 @@ class CellPhase(enum.StrEnum):
 #: are reused only under the current protocol.
 EVAL_PROTOCOL = 2
 
+#: Final-metric columns of a run (what a trainer result fills, and what a reuse copies).
+METRIC_COLUMNS = (
+    "final_val_loss",
+    "steps_to_target",
+    "target_loss",
+    "stopped_step",
+    "tokens_per_s",
+    "wall_s",
+    "state_bytes",
+    "n_params",
+    "state_bytes_per_param",
+    "peak_mem_bytes",
+)
+
 
 class TrialStatus(enum.StrEnum):
     running = "running"

@@ -1,11 +1,11 @@
-"""Alembic environment: URL from the config attribute (core.migrate) or core.config settings."""
+"""Alembic environment: URL from the config (migrations/runner.py) or core.config settings."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
-from core.migrate import VERSION_TABLE
+from core.db import VERSION_TABLE
 from core.models import Base
 
 target_metadata = Base.metadata

@@ -1,1 +1,1 @@
-"""search: design space, Optuna studies, scheduler, pruner, leaderboard."""
+"""search: design space, Optuna studies, schedulers (studies, benchmarks), pruner."""

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from core.models import (
@@ -37,9 +36,10 @@ from core.models import (
     Run,
     RunStatus,
 )
+from records.bench_report import progress
+from records.reuse import reuse_if_stored, upsert_recipe_row
 from search.bench_space import apply_params, pipeline_form
 from search.bench_spec import BenchmarkSpec, plan_benchmark
-from search.reuse import reuse_if_stored, upsert_recipe_row
 from search.space import FloatRange
 from search.trial_runs import default_dispatch, lock_row, now, recipe_identity
 
@@ -155,25 +155,6 @@ def tick_in_session(session: Session, benchmark_id: int) -> tuple[list[int], boo
         bench.finished_at = now()
     session.flush()
     return dispatch, again
-
-
-def progress(session: Session, benchmark_id: int) -> dict[str, int]:
-    """Counts for progress bars: cells and runs done, and the planned number of runs."""
-    bench = session.get_one(Benchmark, benchmark_id)
-    per_cell = int(bench.spec.get("tuning", {}).get("budget", 0)) + len(bench.spec["seeds"])
-    phases = [c.phase for c in bench.cells]
-    statuses = session.scalars(
-        select(Run.status)
-        .join(BenchmarkCell, Run.benchmark_cell_id == BenchmarkCell.id)
-        .where(BenchmarkCell.benchmark_id == benchmark_id)
-    ).all()
-    return {
-        "cells": len(phases),
-        "cells_done": sum(p in (CellPhase.done, CellPhase.failed) for p in phases),
-        "runs": len(statuses),
-        "runs_done": sum(s in TERMINAL_STATUSES for s in statuses),
-        "runs_planned": per_cell * len(phases),
-    }
 
 
 def _lock(session: Session, benchmark_id: int) -> Benchmark:

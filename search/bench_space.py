@@ -7,7 +7,7 @@ EMA (not Lion's interpolation). An arm may declare its own ranges (:class:`HPara
 it sets to a single value is fixed. Secondary lrs (absolute route lrs) are never touched: only
 ``run.lr`` moves, which rescales the routes whose lr is relative to the main one.
 
-No torch at import: the pipeline form is computed through ``search.recipes``.
+No torch at import: the pipeline form is computed through ``records.recipes``.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def apply_params(recipe: dict[str, Any], params: dict[str, Any]) -> dict[str, An
 
 def pipeline_form(canonical: dict[str, Any]) -> dict[str, Any]:
     """The recipe in pipeline form (a design recipe compiled), as a JSON dict, name dropped."""
-    from search.recipes import recipe_model
+    from records.recipes import recipe_model
 
     recipe = recipe_model(canonical)
     return {

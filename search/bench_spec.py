@@ -4,7 +4,7 @@ A benchmark is the claim-making counterpart of a study (services.md §4): the ba
 recipe are tuned with the SAME number of trials at every horizon (re-tuned per horizon, never
 transferred), on a tuning seed that is never a confirmation seed; the best config of each
 (arm, horizon) then runs on every confirmation seed. :func:`plan_benchmark` resolves it without
-touching the database and raises :class:`~search.recipes.RecipeError` with field paths.
+touching the database and raises :class:`~records.recipes.RecipeError` with field paths.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.config import Settings, get_settings
+from records.experiments import RecipeRef
+from records.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
 from search.bench_space import HParamSpace, pipeline_form, tunable_axes
-from search.experiments import RecipeRef
-from search.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
 
 MIN_SEEDS = 3
 

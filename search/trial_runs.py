@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.db import rowcount
 from core.models import Recipe, Run, RunStatus, SearchTrial
-from search.reuse import reuse_if_stored, upsert_recipe_row
+from records.reuse import reuse_if_stored, upsert_recipe_row
 from search.spec import StudySpec
 
 
@@ -28,11 +29,6 @@ def aware(ts: datetime | None) -> datetime | None:
     if ts is None:
         return None
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
-def rowcount(result: Any) -> int:
-    """Rows matched by an UPDATE (a CursorResult)."""
-    return int(result.rowcount)
 
 
 def lock_row(session: Session, model: Any, row_id: int, *options: Any) -> Any:

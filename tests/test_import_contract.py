@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("optim_core", "core", "search", "workers", "api", "optforge", "migrations")
+PACKAGES = ("optim_core", "core", "records", "search", "workers", "api", "optforge", "migrations")
 LINT = Path(sys.executable).with_name("lint-imports")
 
 

@@ -20,9 +20,16 @@ from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
-from core.db import is_transient, session_scope, with_retry
-from core.models import BenchmarkCell, Recipe, Run, RunMetric, RunStatus, SearchTrial
-from search.reuse import METRIC_COLUMNS
+from core.db import is_transient, rowcount, session_scope, with_retry
+from core.models import (
+    METRIC_COLUMNS,
+    BenchmarkCell,
+    Recipe,
+    Run,
+    RunMetric,
+    RunStatus,
+    SearchTrial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +94,7 @@ def _claim_once(run_id: int, owner: str) -> Claim | None:
                 failure_reason=None,
             )
         )
-        if _rowcount(claimed) != 1:
+        if rowcount(claimed) != 1:
             mine = session.scalar(select(Run.id).where(*_owned(run_id, owner)))
             if mine is not None:  # an earlier try committed the claim but its reply was lost
                 return _claim_of(session, run_id, owner)
@@ -123,10 +130,6 @@ def _claim_of(session: Session, run_id: int, owner: str) -> Claim:
         warmup_frac=run.warmup_frac,
         benchmark_id=cell.benchmark_id if cell else None,
     )
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _owned(run_id: int, owner: str) -> Any:
@@ -206,7 +209,7 @@ class Lease:
                 .where(*_owned(self.claim.run_id, self.claim.owner))
                 .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s))
             )
-            if _rowcount(res) != 1:
+            if rowcount(res) != 1:
                 self.lost.set()
                 return
             flag = session.scalar(select(Run.cancel_requested).where(Run.id == self.claim.run_id))
@@ -309,7 +312,7 @@ class CurveWriter:
                 .where(*_owned(self.claim.run_id, self.claim.owner))
                 .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease.lease_s))
             )
-            if _rowcount(res) != 1:
+            if rowcount(res) != 1:
                 return False
             upsert_metrics(session, self.claim.run_id, rows)
         return True
@@ -352,7 +355,7 @@ def finish_run(claim: Claim, values: dict[str, Any], curve: list[dict[str, Any]]
                 .where(*_owned(claim.run_id, claim.owner))
                 .values(**values, lease_owner=None, lease_expires_at=None, finished_at=now)
             )
-            if _rowcount(res) == 1:
+            if rowcount(res) == 1:
                 upsert_metrics(session, claim.run_id, curve)
                 return True
             row = session.execute(select(Run.status, Run.env).where(Run.id == claim.run_id))

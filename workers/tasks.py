@@ -73,7 +73,7 @@ class RunCallbacks:
 def _estimate_memory(claim: Claim) -> None:
     """Analytical state bytes on the row before training (used by the pruner's memory classes)."""
     try:
-        from search.recipes import validate_recipe
+        from records.recipes import validate_recipe
 
         info = validate_recipe(claim.recipe, workload=claim.workload)
         if info.get("state_bytes") is not None and info.get("n_params"):

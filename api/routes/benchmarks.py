@@ -48,7 +48,7 @@ def send_first_tick(benchmark_id: int) -> None:
 
 
 def _report(session: Session, benchmark_id: int) -> dict[str, Any]:
-    from search.bench_report import report
+    from records.bench_report import report
 
     try:
         return report(session, benchmark_id)
@@ -84,7 +84,7 @@ def index(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Benchmarks, newest first, with progress counts."""
-    from search.bench_report import list_benchmarks
+    from records.bench_report import list_benchmarks
 
     return list_benchmarks(session, limit=limit)
 
@@ -119,7 +119,7 @@ def confirmed(
     """The confirmed view: only benchmarked cells (claims), by horizon then mean loss; the
     plain leaderboard stays, and is exploratory."""
     from core.workloads import WORKLOADS
-    from search.bench_report import confirmed_board
+    from records.bench_report import confirmed_board
 
     if workload not in WORKLOADS:
         valid = ", ".join(WORKLOADS)

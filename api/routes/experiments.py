@@ -15,8 +15,8 @@ from sqlalchemy import select
 from api.deps import CallerDep, ReaderDep, SessionDep, WriterDep, ensure_owner
 from api.errors import unprocessable
 from api.schemas import ExperimentPublic, ExperimentSummaryPublic
-from search import runs as run_views
-from search.experiments import ExperimentCreate, IdempotencyConflictError, create_experiment
+from records import runs as run_views
+from records.experiments import ExperimentCreate, IdempotencyConflictError, create_experiment
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 log = logging.getLogger("optforge.api")

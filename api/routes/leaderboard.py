@@ -29,7 +29,7 @@ def get_leaderboard(
     Without ``workload``/``steps`` the pair with the most succeeded runs is shown and
     ``boards`` lists every (workload, steps) pair that has results.
     """
-    from search.leaderboard import LeaderboardError, board_choices, leaderboard, parse_sort
+    from records.leaderboard import LeaderboardError, board_choices, leaderboard, parse_sort
 
     if workload is not None and workload not in WORKLOADS:
         valid = ", ".join(WORKLOADS)

@@ -13,7 +13,7 @@ router = APIRouter(prefix="/presets", tags=["presets"])
 
 
 def _preset(name: str) -> PresetPublic:
-    from search.recipes import validate_recipe
+    from records.recipes import validate_recipe
 
     info = validate_recipe(name)
     return PresetPublic(
@@ -24,7 +24,7 @@ def _preset(name: str) -> PresetPublic:
 @router.get("", response_model=list[PresetPublic])
 def list_presets(_reader: ReaderDep) -> list[PresetPublic]:
     """Every preset with its canonical recipe, hash and a description of its design."""
-    from search.recipes import preset_names
+    from records.recipes import preset_names
 
     return [_preset(name) for name in preset_names()]
 
@@ -32,7 +32,7 @@ def list_presets(_reader: ReaderDep) -> list[PresetPublic]:
 @router.get("/{name}", response_model=PresetPublic)
 def get_preset(name: Annotated[str, Path(max_length=128)], _reader: ReaderDep) -> PresetPublic:
     """One preset; 404 lists the valid names."""
-    from search.recipes import preset_names
+    from records.recipes import preset_names
 
     valid = preset_names()
     if name not in valid:

@@ -17,7 +17,7 @@ def validate(body: RecipeValidateIn, _reader: ReaderDep) -> RecipeValidationPubl
 
     Read-only (no key needed unless reads are guarded); errors are 422 with field paths.
     """
-    from search.recipes import RecipeError, validate_recipe
+    from records.recipes import RecipeError, validate_recipe
 
     if (body.recipe is None) == (body.preset is None):
         exc = RecipeError.at((), "give exactly one of 'recipe' (an object) or 'preset' (a name)")

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CallerDep, ReaderDep, SessionDep, ensure_owner
 from api.schemas import RunMetricsPublic, RunPublic
-from search import runs as run_views
+from records import runs as run_views
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1)]

@@ -1,6 +1,6 @@
 """Benchmark pages: the list, one benchmark's claims table and plot, the confirmed board.
 
-Every number on these pages comes from ``search.bench_report`` (recomputed from stored runs);
+Every number on these pages comes from ``records.bench_report`` (recomputed from stored runs);
 the page only arranges it: a table with mean ± 95 % CI, p-value, speedups with their
 intervals, state bytes and step-time ratio, and the loss-vs-horizon plot of every arm with its
 confidence band next to the baseline's.
@@ -54,7 +54,7 @@ def horizon_plot(rep: dict[str, Any]) -> dict[str, Any]:
 
 
 def _report(session: Session, benchmark_id: int) -> dict[str, Any]:
-    from search.bench_report import report
+    from records.bench_report import report
 
     return report(session, benchmark_id)
 
@@ -62,7 +62,7 @@ def _report(session: Session, benchmark_id: int) -> dict[str, Any]:
 @router.get("/benchmarks")
 def benchmarks_page(request: Request, session: SessionDep) -> Response:
     """Every benchmark, newest first."""
-    from search.bench_report import list_benchmarks
+    from records.bench_report import list_benchmarks
 
     return render(request, "benchmarks.html", {"benchmarks": list_benchmarks(session)})
 
@@ -71,7 +71,7 @@ def benchmarks_page(request: Request, session: SessionDep) -> Response:
 def benchmarks_csv(session: SessionDep) -> Response:
     """The benchmark list as CSV."""
     from api.web.csv_export import csv_response
-    from search.bench_report import list_benchmarks
+    from records.bench_report import list_benchmarks
 
     rows = [{**b, "arms": " ".join(b["arms"]), "horizons": " ".join(map(str, b["horizons"])),
              "runs_done": b["progress"]["runs_done"],
@@ -132,7 +132,7 @@ def csv_row(cell: dict[str, Any]) -> list[Any]:
 @router.get("/confirmed")
 def confirmed_page(request: Request, session: SessionDep, workload: str | None = None) -> Response:
     """The confirmed board: only benchmarked cells (claims), by horizon then mean loss."""
-    from search.bench_report import confirmed_board
+    from records.bench_report import confirmed_board
 
     name = workload or "shakespeare-lm"
     if name not in WORKLOADS:
@@ -144,7 +144,7 @@ def confirmed_page(request: Request, session: SessionDep, workload: str | None =
 @router.get("/confirmed.csv")
 def confirmed_csv(request: Request, session: SessionDep, workload: str | None = None) -> Response:
     """The confirmed board as CSV: its benchmark, then the claims table's columns."""
-    from search.bench_report import confirmed_board
+    from records.bench_report import confirmed_board
 
     name = workload or "shakespeare-lm"
     if name not in WORKLOADS:

@@ -63,7 +63,7 @@ def leaderboard_view(
     everything: bool = False,
 ) -> dict[str, Any]:
     """Leaderboard table (one page) and Pareto plot points (all rows) for one workload/steps."""
-    from search.leaderboard import SORT_FIELDS, board_choices, leaderboard
+    from records.leaderboard import SORT_FIELDS, board_choices, leaderboard
 
     if sort.lstrip("-") not in SORT_FIELDS:
         sort = "val_loss"

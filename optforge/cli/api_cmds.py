@@ -25,7 +25,7 @@ def _migrate_if_embedded() -> None:
 
     settings = get_settings()
     if settings.database_url.startswith("sqlite"):
-        from core.migrate import upgrade
+        from migrations.runner import upgrade
 
         settings.ensure_dirs()
         upgrade()
@@ -60,8 +60,8 @@ def keys_create(
     ] = False,
 ) -> None:
     """Create a key and print it once (only its sha256 is stored)."""
-    from api.deps import create_api_key
     from core.db import session_scope
+    from records.api_keys import create_api_key
 
     _migrate_if_embedded()
     try:

@@ -64,10 +64,10 @@ def _create(body: dict[str, Any]) -> int:
     from pydantic import ValidationError
 
     from core.db import session_scope
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
+    from records.recipes import RecipeError, UnknownNameError
     from search.bench_scheduler import create_benchmark
     from search.bench_spec import BenchmarkSpec
-    from search.recipes import RecipeError, UnknownNameError
 
     upgrade()
     try:
@@ -198,7 +198,7 @@ class _Bar:
 
 def _report(bench_id: int) -> dict[str, Any]:
     from core.db import session_scope
-    from search.bench_report import report
+    from records.bench_report import report
 
     with session_scope() as session:
         return report(session, bench_id)

@@ -3,7 +3,7 @@
 A short comparison of a few presets on the default workload through the service's own code
 path on the embedded default: the experiment and its runs become rows in the SQLite database,
 each run is claimed and trained by the worker's task body (``workers.tasks.execute_run``), and
-the leaderboard is the API's (``search.leaderboard``). So ``optforge up`` afterwards shows the
+the leaderboard is the API's (``records.leaderboard``). So ``optforge up`` afterwards shows the
 same results on the web page, and a second ``optforge demo`` reuses them instead of retraining.
 """
 
@@ -31,7 +31,7 @@ def demo_cmd(
 ) -> None:
     """Compare a few optimizers on the default workload and print the leaderboard."""
     from core.config import get_settings
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
     from optforge.cli.train_common import setup_torch, stderr_console
 
     settings = get_settings()
@@ -143,7 +143,7 @@ def _board_text(workload: str, steps: int) -> str:
     from rich.table import Table
 
     from core.db import session_scope
-    from search.leaderboard import leaderboard
+    from records.leaderboard import leaderboard
 
     with session_scope() as session:
         board = leaderboard(session, workload, steps, limit=50)

@@ -20,7 +20,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from search.experiments import ExperimentCreate, Plan
+    from records.experiments import ExperimentCreate, Plan
 
 #: CLI flag of each spec field, for error messages that say what to change.
 FLAGS = {
@@ -157,8 +157,8 @@ def validated(
     """The API's validator on a CLI spec: (spec, plan) or a one-line error (exit 2)."""
     from pydantic import ValidationError
 
-    from search.experiments import ExperimentCreate, plan_experiment
-    from search.recipes import RecipeError
+    from records.experiments import ExperimentCreate, plan_experiment
+    from records.recipes import RecipeError
 
     try:
         spec = ExperimentCreate.model_validate(body)
@@ -170,8 +170,8 @@ def validated(
 def record(spec: ExperimentCreate, origin: str = "cli") -> tuple[int, list[int], list[int]]:
     """Insert the experiment (committed): (experiment id, all run ids, run ids to train)."""
     from core.db import session_scope
-    from core.migrate import upgrade
-    from search.experiments import create_experiment
+    from migrations.runner import upgrade
+    from records.experiments import create_experiment
 
     upgrade()  # the embedded default's SQLite database: create or migrate it (idempotent)
     with session_scope() as session:

@@ -158,7 +158,7 @@ def _search(
 ) -> None:
     from rich.console import Console
 
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
 
     if no_record:
         scratch_databases("study")

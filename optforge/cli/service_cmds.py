@@ -70,7 +70,7 @@ def worker(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database of record up to REVISION (default: head)."""
-    from core.migrate import current, upgrade
+    from migrations.runner import current, upgrade
 
     upgrade(revision=revision)
     typer.echo(f"database at revision {current()}")
@@ -79,7 +79,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument(help="e.g. base or -1")]) -> None:
     """Migrate the database of record down to REVISION."""
-    from core.migrate import current, downgrade
+    from migrations.runner import current, downgrade
 
     downgrade(None, revision)
     typer.echo(f"database at revision {current()}")
@@ -88,7 +88,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="e.g. base or -1")
 @db_app.command("current")
 def db_current() -> None:
     """Print the revision of the database of record."""
-    from core.migrate import current
+    from migrations.runner import current
 
     typer.echo(current() or "(empty database)")
 
@@ -101,7 +101,7 @@ def up(
     import uvicorn
 
     from core.config import get_settings
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
 
     settings = get_settings()
     settings.ensure_dirs()

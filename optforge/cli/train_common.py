@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from search.experiments import ExperimentCreate, Plan
+    from records.experiments import ExperimentCreate, Plan
     from workers.train import Callbacks, MetricPoint, TrainResult
 
 JSON_KEYS = (

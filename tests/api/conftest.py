@@ -15,7 +15,7 @@ from integration.fixtures_service import reset_service_caches
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One SQLite file migrated to head (Alembic) per session; tests get a copy of it."""
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
 
     path = tmp_path_factory.mktemp("api-template") / "optforge.db"
     upgrade(f"sqlite:///{path}")
@@ -92,8 +92,8 @@ def open_client(
 @pytest.fixture
 def key(client: TestClient) -> str:
     """A valid key for ``client``'s database."""
-    from api.deps import create_api_key
     from core.db import session_scope
+    from records.api_keys import create_api_key
 
     with session_scope() as session:
         return create_api_key(session, "tester")

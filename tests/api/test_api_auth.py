@@ -14,15 +14,15 @@ SPEC = {"recipes": ["adamw"], "workload": "synthetic-lm", "steps": 5}
 
 
 def test_key_is_stored_hashed(client: TestClient, key: str) -> None:
-    from api.deps import hash_key
     from core.db import session_scope
+    from records.api_keys import hash_key
 
     with session_scope() as session:
         row = session.scalars(select(ApiKey)).one()
     assert row.name == "tester" and row.key_hash == hash_key(key) and key not in row.key_hash
     assert key.startswith(row.prefix) and len(key) > 30
     with session_scope() as session, pytest.raises(ValueError, match="already exists"):
-        from api.deps import create_api_key
+        from records.api_keys import create_api_key
 
         create_api_key(session, "tester")
 
@@ -58,8 +58,8 @@ def test_valid_and_revoked_keys(client: TestClient, key: str, sent: list) -> Non
 
 
 def test_mode_all_guards_reads(client_for: Callable[[str], TestClient]) -> None:
-    from api.deps import create_api_key
     from core.db import session_scope
+    from records.api_keys import create_api_key
 
     c = client_for("all")
     with session_scope() as session:

@@ -83,8 +83,8 @@ def test_bad_specs_get_precise_422s(
 def test_writes_need_a_key_and_cancel_is_owner_only(
     client: TestClient, auth: dict[str, str], ticks: list[int]
 ) -> None:
-    from api.deps import create_api_key
     from core.db import session_scope
+    from records.api_keys import create_api_key
 
     assert client.post("/v1/benchmarks", json=SPEC).status_code == 401
     bid = _post(client, auth, SPEC).json()["id"]
@@ -159,13 +159,13 @@ def test_pages_render_the_table_plot_and_csv(
 def test_confirmed_board_csv(
     client: TestClient, auth: dict[str, str], ticks: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import search.bench_report
+    import records.bench_report
 
     bid = _post(client, auth, SPEC).json()["id"]
     cells = client.get(f"/v1/benchmarks/{bid}").json()["cells"]
     claims = [{"benchmark_id": bid, "benchmark": "b", **c, "mean": 3.0, "ci95": [2.9, 3.1]}
               for c in cells]  # fmt: skip
-    monkeypatch.setattr(search.bench_report, "confirmed_board", lambda s, w: claims)
+    monkeypatch.setattr(records.bench_report, "confirmed_board", lambda s, w: claims)
     page = client.get(f"/confirmed?workload={W}").text
     assert f'href="/confirmed.csv?workload={W}"' in page
     got = client.get(f"/confirmed.csv?workload={W}")

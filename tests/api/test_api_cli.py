@@ -20,8 +20,8 @@ def test_keys_create_prints_a_working_key(client: TestClient) -> None:
     result = runner.invoke(app, ["keys", "create", "--name", "alice"])
     assert result.exit_code == 0, result.output
     key = result.stdout.strip().splitlines()[0]
-    from api.deps import hash_key
     from core.db import session_scope
+    from records.api_keys import hash_key
 
     with session_scope() as session:
         row = session.scalars(select(ApiKey).where(ApiKey.name == "alice")).one()

@@ -37,7 +37,7 @@ def test_non_finite_lr_is_refused(open_client: TestClient, number: str) -> None:
 def test_non_finite_numbers_fail_in_the_models_too() -> None:
     """Python callers (CLI, bench, tests) get the same refusal without the HTTP layer."""
     from optim_core.recipe import Recipe
-    from search.experiments import ExperimentCreate
+    from records.experiments import ExperimentCreate
     from search.space import load_space
     from search.spec import StudySpec
 

@@ -120,7 +120,7 @@ def test_defaults_unknown_workload_and_empty(
 
 
 def test_pareto_flags_pure() -> None:
-    from search.leaderboard import pareto_flags
+    from records.leaderboard import pareto_flags
 
     pts = [(2.0, 8.0), (2.5, 2.0), (2.5, 9.0), (2.0, 8.0), (1.0, None), (2.5, 2.0), (3.0, 1.0)]
     assert pareto_flags(pts) == [True, True, False, True, False, True, True]

@@ -11,8 +11,8 @@ SPEC = {"recipes": ["adamw"], "workload": "synthetic-lm", "steps": 20, "seeds": 
 
 
 def _key(name: str, admin: bool = False) -> dict[str, str]:
-    from api.deps import create_api_key
     from core.db import session_scope
+    from records.api_keys import create_api_key
 
     with session_scope() as session:
         return {"Authorization": f"Bearer {create_api_key(session, name, admin=admin)}"}

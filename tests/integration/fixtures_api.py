@@ -49,8 +49,8 @@ def api_key(api_db: Any) -> str:
     """The plaintext of a new API key (unique name per test)."""
     import uuid
 
-    from api.deps import create_api_key
     from core.db import session_scope
+    from records.api_keys import create_api_key
 
     with session_scope() as session:
         return create_api_key(session, f"test-{uuid.uuid4().hex[:8]}")

@@ -184,7 +184,7 @@ def fault_env(
     fault_servers: FaultServers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[dict[str, str]]:
     """OPTFORGE_* for the private servers: a new, migrated database and a flushed Redis."""
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
 
     url = fault_servers.pg.create_database()
     env = {

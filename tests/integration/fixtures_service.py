@@ -66,8 +66,8 @@ def _fresh_schema(url: str) -> None:
     from sqlalchemy import text
 
     from core.db import make_engine
-    from core.migrate import VERSION_TABLE
     from core.models import Base
+    from migrations.runner import VERSION_TABLE
 
     engine = make_engine(url)
     try:
@@ -81,7 +81,7 @@ def _fresh_schema(url: str) -> None:
 @pytest.fixture
 def migrated_db(service_env: dict[str, str]) -> str:
     """The (session) Postgres database emptied and migrated to head; returns its URL."""
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
 
     url = service_env["OPTFORGE_DATABASE_URL"]
     _fresh_schema(url)
@@ -96,8 +96,8 @@ def schema_diff(url: str) -> list:  # type: ignore[type-arg]
     from alembic.migration import MigrationContext
 
     from core.db import make_engine
-    from core.migrate import VERSION_TABLE
     from core.models import Base
+    from migrations.runner import VERSION_TABLE
 
     engine = make_engine(url)
     try:
@@ -287,10 +287,10 @@ def wait_for_runs(
 
 
 def submit(spec: dict[str, object], dispatch: bool = True) -> list[int]:
-    """Create an experiment through search.experiments, commit, then dispatch its runs."""
+    """Create an experiment through records.experiments, commit, then dispatch its runs."""
     from core.broker import dispatch_run
     from core.db import session_scope
-    from search.experiments import ExperimentCreate, create_experiment
+    from records.experiments import ExperimentCreate, create_experiment
 
     with session_scope() as s:
         exp, ids = create_experiment(s, ExperimentCreate.model_validate(spec))

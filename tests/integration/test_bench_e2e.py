@@ -74,7 +74,7 @@ def _wait(predicate: Any, timeout_s: float, what: str, workers: list[Any]) -> An
 
 def _report(bid: int) -> dict[str, Any]:
     from core.db import session_scope
-    from search.bench_report import report
+    from records.bench_report import report
 
     with session_scope() as s:
         return report(s, bid)

@@ -47,9 +47,9 @@ def _wait(check, timeout_s: float, what: str, log: Path):  # type: ignore[no-unt
 
 
 def _key(data_dir: Path) -> str:
-    from api.deps import create_api_key
     from core.db import session_scope
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
+    from records.api_keys import create_api_key
 
     upgrade()
     with session_scope() as s:

@@ -7,7 +7,7 @@ from integration.fixtures_service import APP_TABLES, schema_diff, table_names
 
 
 def test_postgres_upgrade_matches_models_and_downgrades(postgres_available: None) -> None:
-    from core.migrate import VERSION_TABLE, current, downgrade, head, upgrade
+    from migrations.runner import VERSION_TABLE, current, downgrade, head, upgrade
 
     url = make_pg_database("optforge_migrate_test")
     try:

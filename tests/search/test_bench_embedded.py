@@ -119,7 +119,7 @@ def test_baseline_and_identical_arm_have_speedup_one(bench: dict[str, Any]) -> N
 
 
 def test_report_has_costs_and_the_confirmed_board_lists_it(bench: dict[str, Any]) -> None:
-    from search.bench_stats import time_speedup
+    from records.bench_stats import time_speedup
 
     for cell in bench["report"]["cells"]:
         assert cell["state_bytes_per_param"] > 0

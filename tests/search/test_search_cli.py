@@ -124,8 +124,8 @@ def test_cli_search_no_record_keeps_the_database_clean(data_dir, tmp_path) -> No
 
     from core.config import get_settings
     from core.db import session_scope
-    from core.migrate import upgrade
     from core.models import SearchStudy
+    from migrations.runner import upgrade
     from optforge.cli import app
 
     upgrade()

@@ -46,8 +46,8 @@ def client(client_for: ClientFor) -> TestClient:
 
 
 def _new_key(name: str = "alice") -> str:
-    from api.deps import create_api_key
     from core.db import session_scope
+    from records.api_keys import create_api_key
 
     with session_scope() as session:
         return create_api_key(session, name)

@@ -1,7 +1,8 @@
 """Apply our Alembic migrations programmatically (``optforge db upgrade``, ``optforge up``, tests).
 
-The Alembic files live in the ``migrations`` package (ini included), so this works from an
-installed copy as well as from a checkout.
+The Alembic files live next to this module in the ``migrations`` package (ini included), so this
+works from an installed copy as well as from a checkout. The version table's name is
+``core.db.VERSION_TABLE``, shared with ``env.py`` (which Alembic runs) without a cycle.
 """
 
 from __future__ import annotations
@@ -10,27 +11,25 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 
-VERSION_TABLE = "optforge_alembic_version"
+from core.config import get_settings
+from core.db import VERSION_TABLE, make_engine
 
+__all__ = ["VERSION_TABLE", "alembic_config", "current", "downgrade", "head", "upgrade"]
 
-def _migrations_dir() -> Path:
-    import migrations
-
-    return Path(migrations.__file__).resolve().parent
+HERE = Path(__file__).resolve().parent
 
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic Config for our migrations and ``url`` (default: settings.database_url)."""
     if url is None:
-        from core.config import get_settings
-
         settings = get_settings()
         settings.ensure_dirs()
         url = settings.database_url
-    here = _migrations_dir()
-    cfg = Config(str(here / "alembic.ini"))
-    cfg.set_main_option("script_location", str(here))
+    cfg = Config(str(HERE / "alembic.ini"))
+    cfg.set_main_option("script_location", str(HERE))
     # ConfigParser interpolation: a literal % in a password must be doubled.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
@@ -38,8 +37,6 @@ def alembic_config(url: str | None = None) -> Config:
 
 def head() -> str:
     """The newest revision of our migrations (what ``upgrade`` brings a database to)."""
-    from alembic.script import ScriptDirectory
-
     heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
     if len(heads) != 1:
         raise RuntimeError(f"migrations must have one head, found {heads}")
@@ -58,13 +55,7 @@ def downgrade(url: str | None, revision: str) -> None:
 
 def current(url: str | None = None) -> str | None:
     """The revision the database at ``url`` is at (None for an empty database)."""
-    from sqlalchemy import inspect, text
-
-    from core.db import make_engine
-
     if url is None:
-        from core.config import get_settings
-
         url = get_settings().database_url
     engine = make_engine(url)
     try:

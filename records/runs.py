@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core.db import rowcount
 from core.models import Experiment, Recipe, Run, RunMetric, RunStatus
-from search.trial_runs import rowcount
 
 _RUN_FIELDS = (
     "id experiment_id trial_id recipe_id workload steps seed lr queue status attempts "

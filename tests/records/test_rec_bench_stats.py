@@ -1,4 +1,4 @@
-"""Benchmark statistics (search/bench_stats.py) against scipy and hand-computed values."""
+"""Benchmark statistics (records/bench_stats.py) against scipy and hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from search.bench_stats import mean_ci, monotone, speedup, steps_to_reach, welch_p
+from records.bench_stats import mean_ci, monotone, speedup, steps_to_reach, welch_p
 
 BASE = {100: [3.0, 3.1, 2.9], 300: [2.5, 2.6, 2.4], 900: [2.0, 2.1, 1.9]}
 

@@ -9,7 +9,7 @@ from integration.fixtures_service import table_names as tables
 
 
 def test_sqlite_upgrade_matches_models_and_downgrades(tmp_path: Path) -> None:
-    from core.migrate import VERSION_TABLE, current, downgrade, head, upgrade
+    from migrations.runner import VERSION_TABLE, current, downgrade, head, upgrade
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     assert current(url) is None
@@ -27,7 +27,7 @@ def test_sqlite_upgrade_matches_models_and_downgrades(tmp_path: Path) -> None:
 def test_db_upgrade_cli_uses_settings(data_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from core.migrate import head
+    from migrations.runner import head
     from optforge.cli import app
 
     result = CliRunner().invoke(app, ["db", "upgrade"])

@@ -14,14 +14,14 @@ from sqlalchemy import func, select
 
 @pytest.fixture
 def db(data_dir: Path) -> Path:
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
 
     upgrade()
     return data_dir
 
 
 def _spec(**kw):  # type: ignore[no-untyped-def]
-    from search.experiments import ExperimentCreate
+    from records.experiments import ExperimentCreate
 
     base = {"recipes": ["adamw", "sinkgd"], "workload": "synthetic-lm", "steps": 20}
     return ExperimentCreate.model_validate({**base, **kw})
@@ -60,8 +60,8 @@ def test_recipe_refs_accept_names_objects_and_bare_recipes() -> None:
 
 
 def test_plan_errors_carry_paths_and_valid_names(data_dir: Path) -> None:
-    from search.experiments import SpecError, plan_experiment
-    from search.recipes import UnknownNameError
+    from records.experiments import SpecError, plan_experiment
+    from records.recipes import UnknownNameError
 
     with pytest.raises(UnknownNameError) as err:
         plan_experiment(_spec(workload="nope"))
@@ -79,7 +79,7 @@ def test_plan_errors_carry_paths_and_valid_names(data_dir: Path) -> None:
 
 def test_total_runs_cap(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from core.config import get_settings
-    from search.experiments import SpecError, plan_experiment
+    from records.experiments import SpecError, plan_experiment
 
     monkeypatch.setenv("OPTFORGE_MAX_RUNS_PER_REQUEST", "7")
     get_settings.cache_clear()
@@ -91,7 +91,7 @@ def test_total_runs_cap(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None
 def test_fan_out_reuse_and_idempotency(db: Path) -> None:
     from core.db import session_scope
     from core.models import Recipe, Run
-    from search.experiments import IdempotencyConflictError, create_experiment
+    from records.experiments import IdempotencyConflictError, create_experiment
 
     spec = _spec(seeds=[0, 1], lr_grid=[0.01, 0.02])
     with session_scope() as s:
@@ -120,7 +120,7 @@ def test_fan_out_reuse_and_idempotency(db: Path) -> None:
 
 
 def test_validate_recipe_reports_state_bytes(data_dir: Path) -> None:
-    from search.recipes import preset_names, validate_recipe
+    from records.recipes import preset_names, validate_recipe
 
     assert "adamw" in preset_names()
     info = validate_recipe("adamw", workload="synthetic-lm")
@@ -171,8 +171,8 @@ _specs = st.fixed_dictionaries(
 @given(data=_specs)
 def test_any_spec_gives_a_validation_error_or_a_plan(data_dir: Path, data: dict) -> None:  # type: ignore[type-arg]
     """Client input never raises anything but ValidationError/RecipeError (API: 422, no 500)."""
-    from search.experiments import ExperimentCreate, plan_experiment
-    from search.recipes import RecipeError
+    from records.experiments import ExperimentCreate, plan_experiment
+    from records.recipes import RecipeError
 
     try:
         spec = ExperimentCreate.model_validate(data)

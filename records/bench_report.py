@@ -1,6 +1,6 @@
 """The read side of benchmarks: the report (statistics per cell) and the confirmed board.
 
-Everything is recomputed from the stored runs on every read (search/bench_stats.py), so a
+Everything is recomputed from the stored runs on every read (records/bench_stats.py), so a
 report can always be checked against its runs. Only confirmation runs enter the statistics;
 tuning runs are summarised as the tuning record (trials, seed, best config).
 """
@@ -13,9 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from core.models import Benchmark, BenchmarkCell, CellPhase, Run, RunStatus
-from search.bench_scheduler import progress
-from search.bench_stats import mean_ci, speedup, time_speedup, welch_p
+from core.models import TERMINAL_STATUSES, Benchmark, BenchmarkCell, CellPhase, Run, RunStatus
+from records.bench_stats import mean_ci, speedup, time_speedup, welch_p
 
 SIGNIFICANCE = 0.05
 PROTOCOL = (
@@ -25,6 +24,25 @@ PROTOCOL = (
     "mean loss (log-step interpolation of the tuned baseline's curve, never extrapolated) / "
     "the arm's steps, 95% bootstrap interval over seeds"
 )
+
+
+def progress(session: Session, benchmark_id: int) -> dict[str, int]:
+    """Counts for progress bars: cells and runs done, and the planned number of runs."""
+    bench = session.get_one(Benchmark, benchmark_id)
+    per_cell = int(bench.spec.get("tuning", {}).get("budget", 0)) + len(bench.spec["seeds"])
+    phases = [c.phase for c in bench.cells]
+    statuses = session.scalars(
+        select(Run.status)
+        .join(BenchmarkCell, Run.benchmark_cell_id == BenchmarkCell.id)
+        .where(BenchmarkCell.benchmark_id == benchmark_id)
+    ).all()
+    return {
+        "cells": len(phases),
+        "cells_done": sum(p in (CellPhase.done, CellPhase.failed) for p in phases),
+        "runs": len(statuses),
+        "runs_done": sum(s in TERMINAL_STATUSES for s in statuses),
+        "runs_planned": per_cell * len(phases),
+    }
 
 
 def load_benchmark(session: Session, benchmark_id: int) -> Benchmark:

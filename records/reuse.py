@@ -13,21 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.models import EVAL_PROTOCOL, Recipe, Run, RunStatus
-
-#: Final-metric columns of a run (what a trainer result fills, and what a reuse copies).
-METRIC_COLUMNS = (
-    "final_val_loss",
-    "steps_to_target",
-    "target_loss",
-    "stopped_step",
-    "tokens_per_s",
-    "wall_s",
-    "state_bytes",
-    "n_params",
-    "state_bytes_per_param",
-    "peak_mem_bytes",
-)
+from core.models import EVAL_PROTOCOL, METRIC_COLUMNS, Recipe, Run, RunStatus
 
 
 def upsert_recipe_row(

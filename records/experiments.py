@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings, get_settings
 from core.models import Experiment, Run, RunStatus
-from search.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
-from search.reuse import reuse_if_stored, upsert_recipe_row
+from records.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
+from records.reuse import reuse_if_stored, upsert_recipe_row
 
 __all__ = [
     "ExperimentCreate",

@@ -39,7 +39,7 @@ class Point:
 @pytest.fixture
 def db(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from core.config import get_settings
-    from core.migrate import upgrade
+    from migrations.runner import upgrade
 
     monkeypatch.setenv("OPTFORGE_LEASE_SECONDS", "1")
     get_settings.cache_clear()
