@@ -70,7 +70,7 @@ def test_formatting() -> None:
 
 def test_pages_import_and_describe_without_torch() -> None:
     code = (
-        "import sys, api.web, api.web.views, search.leaderboard, search.study_view; "
+        "import sys, api.web, api.web.views, records.leaderboard, search.study_view; "
         "from api.web.render import describe_recipe; "
         "lines = describe_recipe({'lr': 0.1, 'design': {'norms': ['sign']}}); "
         "assert lines[1] == 'norms: sign', lines; "
