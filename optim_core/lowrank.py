@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from optim_core.base import Stage, StateCodec, as_matrix_shape, slot_init, slot_read, tensor_bytes
+from optim_core.chain import chain_lr, init_chain, run_chain
 
 __all__ = [
     "LowRank",
@@ -251,9 +252,7 @@ class LowRank:
             state["cos_n"] = torch.zeros((), dtype=torch.int64)
             state["vec"] = torch.zeros(_first_vector_len(shape), dtype=torch.float32)
         proxy = torch.zeros(low_rank_shape(shape, r), dtype=p.dtype, device=p.device)
-        for j, stage in enumerate(self.inner):
-            for key, t in stage.init(proxy).items():
-                state[f"{j}.{stage.name}.{key}"] = t
+        state.update(init_chain(self.inner, proxy))
         return state
 
     def state_bytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
@@ -304,13 +303,7 @@ class LowRank:
         """Step size after the inner stages' own lr scaling (an inner ``Adam(fold_lr=True)``
         puts HF bias correction on the lr, after APOLLO's limiter, as the references do)."""
         inner_step = (step - 1) % self.refresh + 1 if self.reset_on_refresh else step
-        for j, stage in enumerate(self.inner):
-            scale_lr = getattr(stage, "scale_lr", None)
-            if scale_lr is not None:
-                prefix = f"{j}.{stage.name}."
-                sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                lr = scale_lr(lr, p, sub, inner_step)
-        return lr
+        return chain_lr(self.inner, lr, p, state, inner_step)
 
     def _refresh(
         self, g: Tensor, state: dict[str, Tensor], p: Tensor, side: Side, shape: tuple[int, ...]
@@ -358,22 +351,14 @@ class LowRank:
     def _run_inner(
         self, r: Tensor, state: dict[str, Tensor], step: int, dtype: torch.dtype
     ) -> Tensor:
-        x = r
         proxy = r if r.dtype == dtype else r.to(dtype)  # inner state follows the param dtype
-        for j, stage in enumerate(self.inner):
-            prefix = f"{j}.{stage.name}."
-            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            x = stage.update(x, sub, proxy, step)
-            for key, t in sub.items():
-                state[prefix + key] = t
-        return x
+        return run_chain(self.inner, r, state, proxy, step)
 
     def _reset_inner(self, state: dict[str, Tensor], p: Tensor, shape: tuple[int, ...]) -> None:
         low = low_rank_shape(shape, resolve_rank(self.rank, shape))
         proxy = torch.zeros(low, dtype=p.dtype, device=p.device)
-        for j, stage in enumerate(self.inner):
-            for key, t in stage.init(proxy).items():
-                state[f"{j}.{stage.name}.{key}"].copy_(t)
+        for key, t in init_chain(self.inner, proxy).items():
+            state[key].copy_(t)
 
     def _apollo_scale(
         self, g: Tensor, n: Tensor, r: Tensor, side: Side, state: dict[str, Tensor], step: int

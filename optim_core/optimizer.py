@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from optim_core.base import Stage
+from optim_core.chain import chain_lr, init_chain, run_chain
 from optim_core.compile import build_stages, resolve_route
 from optim_core.grouped import adam_group_step, eligible, grouped_adam
 from optim_core.recipe import Recipe
@@ -43,12 +44,6 @@ def named_params(model_or_params: Any) -> list[tuple[str, Tensor]]:
 
 
 FACT_KEYS = ("n_heads", "n_kv_heads")
-
-
-def _drop_stale(state: dict[str, Any], prefix: str, sub: dict[str, Tensor]) -> None:
-    """Delete ``state`` keys under ``prefix`` that the stage removed from its slot dict."""
-    for key in [k for k in state if k.startswith(prefix) and k[len(prefix) :] not in sub]:
-        del state[key]
 
 
 def module_facts(model: Any) -> dict[str, int]:
@@ -137,11 +132,7 @@ class RecipeOptimizer(torch.optim.Optimizer):
 
     def _init_state(self, p: Tensor) -> dict[str, Any]:
         state: dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)}
-        for i, stage in enumerate(self._stages[p]):
-            init_at = getattr(stage, "init_at", None)
-            slots = init_at(p, self._index[p]) if init_at is not None else stage.init(p)
-            for key, t in slots.items():
-                state[f"{i}.{stage.name}.{key}"] = t
+        state.update(init_chain(self._stages[p], p, self._index[p]))
         return state
 
     @torch.no_grad()
@@ -178,19 +169,8 @@ class RecipeOptimizer(torch.optim.Optimizer):
         u: Tensor = grad if grad.dtype == torch.float32 else grad.float()
         if mode == "coupled" and wd != 0:
             u = u.add(p, alpha=wd)
-        eff_lr = lr
-        for i, stage in enumerate(self._stages[p]):
-            prefix = f"{i}.{stage.name}."
-            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            held = len(sub)
-            u = stage.update(u, sub, p, t)
-            scale_lr = getattr(stage, "scale_lr", None)
-            if scale_lr is not None:
-                eff_lr = scale_lr(eff_lr, p, sub, t)
-            for key, v in sub.items():
-                state[prefix + key] = v
-            if len(sub) < held:  # the stage dropped slots (FRUGAL-Block deactivation)
-                _drop_stale(state, prefix, sub)
+        u = run_chain(self._stages[p], u, state, p, t)
+        eff_lr = chain_lr(self._stages[p], lr, p, state, t)
         if mode == "decoupled_before" and wd != 0:
             p.mul_(1.0 - lr * wd)
         p.add_(u, alpha=-eff_lr)
