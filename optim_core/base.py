@@ -37,7 +37,6 @@ __all__ = [
     "DtypeCodec",
     "Fp32Codec",
     "NativeCodec",
-    "LrScalingStage",
     "Stage",
     "StateCodec",
     "as_matrix_shape",
@@ -71,13 +70,6 @@ class Stage(Protocol):
     def state_bytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
         """Bytes ``init`` allocates for a parameter of ``shape``/``dtype`` (analytical)."""
         ...
-
-
-@runtime_checkable
-class LrScalingStage(Protocol):
-    """A stage that also rescales the step size (called after ``update`` of the same step)."""
-
-    def scale_lr(self, lr: float, p: Tensor, state: dict[str, Tensor], step: int) -> float: ...
 
 
 @runtime_checkable

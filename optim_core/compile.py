@@ -23,9 +23,12 @@ import torch
 from optim_core.adaptive import Adafactor, Adam, AdamMini
 from optim_core.base import NATIVE_CODEC, Stage, StateCodec, codec_for_bits
 from optim_core.cosmos import Cosmos, CosmosAdam
+from optim_core.frugal_block import FrugalBlock
+from optim_core.lowrank import LowRank
 from optim_core.momentum import Ema
 from optim_core.normalize import Normalize, Scale
 from optim_core.orthogonalize import Orthogonalize, ShapeScale
+from optim_core.quantize import MinMaxCodec
 from optim_core.recipe import (
     AdafactorSpec,
     AdamMiniSpec,
@@ -45,6 +48,7 @@ from optim_core.recipe import (
     WeightQuantSpec,
     WhitenSpec,
 )
+from optim_core.weight_quant import WeightQuant
 
 MATRIX_ONLY = frozenset(
     {"row", "col", "standardize", "sinkhorn", "ns", "svd", "whiten", "lowrank"}
@@ -59,7 +63,6 @@ class BuildCtx:
     name: str
     shape: tuple[int, ...]
     last: bool = False
-    in_lowrank: bool = False
     facts: Mapping[str, Any] | None = None  # model facts (``n_heads``, ``n_kv_heads``)
     position: int = 0  # of the parameter among its route's parameters (model order)
     count: int = 1  # parameters in the route
@@ -142,7 +145,7 @@ def _adafactor(spec: AdafactorSpec, ctx: BuildCtx) -> Stage:
     return Adafactor(beta2_decay=spec.beta2_decay, eps1=spec.eps1, eps2=spec.eps2, d=spec.d)
 
 
-UNKNOWN_HEADS = 8  # the former fixed default, used (with a warning) when no facts are given
+UNKNOWN_HEADS = 8  # Adam-mini heads assumed (with a warning) when neither spec nor model says
 
 
 def model_heads(spec: AdamMiniSpec, ctx: BuildCtx) -> int:
@@ -177,21 +180,17 @@ def _adam_mini(spec: AdamMiniSpec, ctx: BuildCtx) -> Stage:
 
 
 def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
-    from optim_core import lowrank  # imports this module: import when first needed
-
     # inner Adam folds bias correction into the lr only when nothing is added after projection
     fold = spec.complement == "drop"
     last = len(spec.inner) - 1
     inner = [
-        build_stage(s, replace(ctx, last=s.type == "adam" and fold and i == last, in_lowrank=True))
+        build_stage(s, replace(ctx, last=s.type == "adam" and fold and i == last))
         for i, s in enumerate(spec.inner)
     ]
     projector: StateCodec | None = None
     if spec.projector_bits is not None:
-        from optim_core import quantize
-
-        projector = quantize.MinMaxCodec(spec.projector_bits, spec.projector_group)
-    return lowrank.LowRank(  # type: ignore[return-value]
+        projector = MinMaxCodec(spec.projector_bits, spec.projector_group)
+    return LowRank(  # type: ignore[return-value]
         inner=inner,
         rank=spec.rank,
         basis=spec.basis,
@@ -209,8 +208,6 @@ def _lowrank(spec: LowRankSpec, ctx: BuildCtx) -> Stage:
 
 
 def _weight_quant(spec: WeightQuantSpec, ctx: BuildCtx) -> Stage:
-    from optim_core.weight_quant import WeightQuant
-
     seed = spec.seed * 100_003 + ctx.position  # one random stream per parameter
     return WeightQuant(
         bits=spec.bits, group_size=spec.group, stochastic=spec.stochastic, seed=seed
@@ -218,8 +215,6 @@ def _weight_quant(spec: WeightQuantSpec, ctx: BuildCtx) -> Stage:
 
 
 def _frugal_block(spec: FrugalBlockSpec, ctx: BuildCtx) -> Stage:
-    from optim_core.frugal_block import FrugalBlock
-
     return FrugalBlock(
         inner=Adam(beta1=spec.beta1, beta2=spec.beta2, eps=spec.eps, codec=NATIVE_CODEC),
         position=ctx.position,
@@ -302,7 +297,7 @@ def build_stages(
     last = len(specs) - 1
     pos, count = place
     return [
-        build_stage(s, BuildCtx(name, tuple(shape), i == last, False, facts, pos, count))
+        build_stage(s, BuildCtx(name, tuple(shape), i == last, facts, pos, count))
         for i, s in enumerate(specs)
     ]
 

@@ -113,11 +113,6 @@ def sinkhorn_reference(u: Tensor, iters: int = 5, eps: float = 1e-8) -> Tensor:
     return x.reshape(u.shape)
 
 
-def needs_matrix(name: str) -> bool:
-    """Whether the normalization ``name`` is only defined for >=2-D parameters."""
-    return name in {"row", "col", "standardize", "sinkhorn"}
-
-
 NormKind = Literal["frobenius", "rms", "row", "col", "standardize", "sign", "sinkhorn"]
 
 
@@ -173,9 +168,3 @@ class Scale:
 
     def state_bytes(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
         return 0
-
-
-def clip_rms(u: Tensor, d: float = 1.0) -> Tensor:
-    """``u / max(1, RMS(u)/d)`` (Adafactor update clipping)."""
-    r = torch.linalg.vector_norm(u).item() / (math.sqrt(max(u.numel(), 1)) * d)
-    return u / max(1.0, r)
