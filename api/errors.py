@@ -1,5 +1,6 @@
-"""Error handling so no client input yields a 5xx: precise 422s, 404/409 for search errors,
-and a body-size limit (413) enforced while the body streams in.
+"""Error handling so no client input yields a 5xx: precise 422s, one mapping of the domain
+errors (``core.errors``: NotFound 404, Conflict 409, Invalid 422), and a body-size limit (413)
+enforced while the body streams in.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.errors import Conflict, DomainError, Invalid, NotFound
 
 log = logging.getLogger("optforge.api")
 
@@ -50,28 +53,34 @@ def error_body(detail: str, errors: list[dict[str, Any]] | None = None) -> dict[
     return body
 
 
-def unprocessable(exc: Exception, prefix: tuple[Any, ...] = ("body",)) -> HTTPException:
-    """A 422 for a search-layer ``ValueError``, keeping its field paths and valid values.
+def field_errors(exc: Invalid, prefix: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The error envelope's ``errors`` for an Invalid: each path under ``prefix``, with the
+    valid values of a closed set."""
+    out = []
+    for err in exc.errors:
+        one = _field_error({**err, "loc": (*prefix, *tuple(err.get("loc") or ()))})
+        if exc.valid and "valid" not in one:
+            one["valid"] = jsonable_encoder(exc.valid)
+        out.append(one)
+    return out
 
-    ``RecipeError``-like exceptions carry ``errors`` (pydantic-style dicts) and ``valid``.
-    """
-    raw = getattr(exc, "errors", None)
-    if not (isinstance(raw, list) and raw and all(isinstance(e, dict) for e in raw)):
-        field = next(
-            (getattr(exc, a) for a in ("field", "loc", "path") if getattr(exc, a, None)), ()
-        )
-        raw = [{"loc": field if isinstance(field, tuple | list) else (field,), "msg": str(exc)}]
-    errors = []
-    for err in raw:
-        loc = tuple(err.get("loc") or ())
-        one = _field_error({**err, "loc": (*prefix, *loc)})
-        valid = getattr(exc, "valid", None)
-        if valid and "valid" not in one:
-            one["valid"] = jsonable_encoder(valid)
-        errors.append(one)
-    return HTTPException(
-        status.HTTP_422_UNPROCESSABLE_CONTENT, {"msg": str(exc), "errors": errors}
-    )
+
+_DOMAIN_STATUS = (
+    (NotFound, status.HTTP_404_NOT_FOUND),
+    (Conflict, status.HTTP_409_CONFLICT),
+    (Invalid, status.HTTP_422_UNPROCESSABLE_CONTENT),
+)
+
+
+async def _domain_handler(req: Request, exc: Exception) -> JSONResponse:
+    """The one place a domain error becomes HTTP. An Invalid's paths start with ``query`` for
+    a GET (its input is the query string) and ``body`` otherwise."""
+    assert isinstance(exc, DomainError)
+    code = next((c for kind, c in _DOMAIN_STATUS if isinstance(exc, kind)), 400)
+    errors = None
+    if isinstance(exc, Invalid):
+        errors = field_errors(exc, ("query",) if req.method == "GET" else ("body",))
+    return JSONResponse(error_body(str(exc), errors), status_code=code)
 
 
 async def _validation_handler(_req: Request, exc: Exception) -> JSONResponse:
@@ -142,6 +151,7 @@ async def _unavailable_handler(req: Request, exc: Exception) -> JSONResponse:
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(DomainError, _domain_handler)
     app.add_exception_handler(HTTPException, _http_handler)
     app.add_exception_handler(StarletteHTTPException, _route_handler)
     app.add_exception_handler(IntegrityError, _integrity_handler)

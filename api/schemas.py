@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from records.runs import RunRecord
+
 
 class _Public(BaseModel):
     model_config = ConfigDict(from_attributes=True, ser_json_inf_nan="null")
@@ -71,37 +73,8 @@ class RecipeValidationPublic(_Public):
     state_bytes_per_param: float | None = None
 
 
-class RunPublic(_Public):
-    id: int
-    experiment_id: int | None
-    trial_id: int | None
-    recipe_id: int
-    recipe_hash: str | None = None
-    recipe_name: str | None = None
-    workload: str
-    steps: int
-    seed: int
-    lr: float
-    queue: str
-    status: str
-    attempts: int
-    cancel_requested: bool
-    failure_reason: str | None
-    reused_from_id: int | None
-    final_val_loss: float | None
-    steps_to_target: int | None
-    target_loss: float | None
-    stopped_step: int | None
-    tokens_per_s: float | None
-    wall_s: float | None
-    state_bytes: int | None
-    n_params: int | None
-    state_bytes_per_param: float | None
-    peak_mem_bytes: int | None
-    env: dict[str, Any] | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
+class RunPublic(RunRecord, _Public):
+    """A run (``records.runs.RunRecord``: the one shape of a run, built by ``run_dict``)."""
 
 
 class MetricPointPublic(_Public):

@@ -10,13 +10,17 @@ import base64
 import json
 import logging
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from kombu import Exchange, Queue
 
 from core.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +90,44 @@ class _ClientCache:
 get_celery_client = _ClientCache()
 
 
-def dispatch_run(run_id: int, queue: str = "cpu") -> None:
-    """Enqueue ``optforge.train_run(run_id)`` on ``queue`` (cpu|gpu). Call after the commit."""
+def send_run(run_id: int, queue: str = "cpu") -> None:
+    """Enqueue ``optforge.train_run(run_id)`` on ``queue`` (:data:`RUN_QUEUES`). Call after the
+    commit."""
     if queue not in RUN_QUEUES:
         raise ValueError(f"queue must be one of {list(RUN_QUEUES)}, got {queue!r}")
     get_celery_client().send_task(TRAIN_RUN, args=[int(run_id)], queue=queue)
+
+
+def dispatch_run(run_id: int, queue: str = "cpu") -> None:
+    """:func:`send_run`, then stamp ``runs.dispatched_at`` in a session of its own (for callers
+    without one; :func:`dispatch_runs` stamps a batch in the caller's session)."""
+    send_run(run_id, queue)
     _mark_dispatched(int(run_id))
+
+
+def dispatch_runs(session: Session, runs: Iterable[tuple[int, str]]) -> list[int]:
+    """Send ``optforge.train_run`` for each committed ``(run id, queue)``, then stamp the sent
+    runs' ``dispatched_at`` with one UPDATE in ``session`` (the caller commits). A send that
+    fails is logged and left to the reaper, which re-sends queued runs; returns the sent ids."""
+    from sqlalchemy import update
+
+    from core.models import Run, RunStatus
+
+    sent: list[int] = []
+    for run_id, queue in runs:
+        try:
+            send_run(run_id, queue)
+        except Exception as exc:  # noqa: BLE001 - the reaper re-sends queued runs
+            log.warning("dispatch of run %s failed (reaper will retry): %s", run_id, exc)
+            continue
+        sent.append(int(run_id))
+    if sent:
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(sent), Run.status == RunStatus.queued)
+            .values(dispatched_at=datetime.now(UTC))
+        )
+    return sent
 
 
 def dispatch_study_tick(study_id: int) -> None:

@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -81,6 +82,13 @@ TRANSIENT_SQLSTATES = frozenset(
     {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006"}
     | {"53300"}
 )
+
+
+def aware(ts: datetime | None) -> datetime | None:
+    """``ts`` as an aware UTC datetime (SQLite returns naive ones)."""
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def rowcount(result: Any) -> int:

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from core.errors import NotFound
+
 __all__ = ["WORKLOADS", "WorkloadSpec", "get_workload", "named_shapes", "workload_names"]
 
 Kind = Literal["lm", "classification"]
@@ -195,11 +197,12 @@ def workload_names() -> list[str]:
 
 
 def get_workload(name: str) -> WorkloadSpec:
-    """The workload called ``name``; ValueError listing the valid names otherwise."""
+    """The workload called ``name``; NotFound (a LookupError) listing the valid names otherwise."""
     try:
         return WORKLOADS[name]
     except KeyError:
-        raise ValueError(f"unknown workload {name!r}; valid: {', '.join(WORKLOADS)}") from None
+        valid = list(WORKLOADS)
+        raise NotFound(f"unknown workload {name!r}; valid: {', '.join(valid)}", valid) from None
 
 
 def named_shapes(spec: WorkloadSpec | dict[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from core.errors import NotFound
 from core.models import TERMINAL_STATUSES, Benchmark, BenchmarkCell, CellPhase, Run, RunStatus
 from records.bench_stats import mean_ci, speedup, time_speedup, welch_p
 
@@ -52,7 +53,7 @@ def load_benchmark(session: Session, benchmark_id: int) -> Benchmark:
         .options(selectinload(Benchmark.cells).selectinload(BenchmarkCell.runs))
     ).first()
     if bench is None:
-        raise LookupError(f"no benchmark {benchmark_id}")
+        raise NotFound(f"no benchmark {benchmark_id}")
     return bench
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.config import Settings, get_settings
+from core.errors import Conflict, NotFound
 from core.models import Experiment, Run, RunStatus
 from records.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
 from records.reuse import reuse_if_stored, upsert_recipe_row
@@ -32,7 +33,7 @@ __all__ = [
 SpecError = RecipeError  # a bad spec: .errors with field paths (loc), like pydantic's
 
 
-class IdempotencyConflictError(ValueError):
+class IdempotencyConflictError(Conflict):
     """The Idempotency-Key was used before with a different spec."""
 
 
@@ -149,15 +150,13 @@ class Plan(BaseModel):
 
 def plan_experiment(spec: ExperimentCreate, settings: Settings | None = None) -> Plan:
     """Resolve recipes, workload, steps, lrs and queue; check the caps. Raises SpecError."""
-    from core.workloads import get_workload, workload_names
+    from core.workloads import get_workload
 
     settings = settings or get_settings()
     try:
         workload = get_workload(spec.workload)
-    except ValueError:
-        raise UnknownNameError.named(
-            ("workload",), "workload", spec.workload, workload_names()
-        ) from None
+    except NotFound as exc:
+        raise UnknownNameError.named(("workload",), "workload", spec.workload, exc.valid) from None
     steps = spec.steps or workload.default_steps
     cap = min(settings.max_steps, workload.max_steps)
     if steps > cap:

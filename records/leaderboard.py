@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Float, Select, cast, func, select
 from sqlalchemy.orm import Session
 
+from core.errors import Invalid
 from core.models import Recipe, Run, RunStatus, SearchTrial
 
 # sort key -> (row field, descending by default)
@@ -32,8 +33,8 @@ SORT_FIELDS: dict[str, tuple[str, bool]] = {
 MAX_LIMIT = 1000
 
 
-class LeaderboardError(ValueError):
-    """A bad leaderboard query (unknown sort key, bad paging)."""
+class LeaderboardError(Invalid):
+    """A bad leaderboard query (unknown sort key, bad paging); ``field`` names the parameter."""
 
 
 def _per_lr_query(workload: str, steps: int) -> Select[Any]:
@@ -135,7 +136,9 @@ def parse_sort(sort: str) -> tuple[str, bool]:
     key = sort.lstrip("-+ ")
     if key not in SORT_FIELDS:
         valid = ", ".join(sorted(SORT_FIELDS))
-        raise LeaderboardError(f"unknown sort key {key!r}; valid: {valid} (prefix '-' to reverse)")
+        raise LeaderboardError(
+            f"unknown sort key {key!r}; valid: {valid} (prefix '-' to reverse)", "sort"
+        )
     field, default_desc = SORT_FIELDS[key]
     return field, desc != default_desc
 
@@ -173,7 +176,7 @@ def leaderboard(
     """
     field, desc = parse_sort(sort)
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
-        raise LeaderboardError(f"limit must be in 1..{MAX_LIMIT} and offset >= 0")
+        raise LeaderboardError(f"limit must be in 1..{MAX_LIMIT} and offset >= 0", "limit")
     rows = [_row(r) for r in session.execute(_best_lr_query(workload, steps))]
     for row, flag in zip(
         rows,

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.errors import Invalid, NotFound, describe
+
 __all__ = [
     "RecipeError",
     "UnknownNameError",
+    "preset_info",
     "preset_names",
     "recipe_model",
     "resolve_recipe",
@@ -19,33 +22,25 @@ __all__ = [
 ]
 
 
-class RecipeError(ValueError):
+class RecipeError(Invalid):
     """A bad recipe or spec; ``errors`` are pydantic-style dicts (loc, msg, type)."""
 
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        self.errors = errors
-        first = errors[0] if errors else {"loc": (), "msg": "invalid"}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        super().__init__(f"{where}: {first['msg']}" if where else str(first["msg"]))
+    def __init__(self, errors: list[dict[str, Any]], valid: list[str] | None = None) -> None:
+        first = errors[0] if errors else {"loc": ()}
+        super().__init__(describe(errors), tuple(first.get("loc", ())), valid, errors=errors)
 
     @classmethod
     def at(cls, loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> RecipeError:
         return cls([{"loc": loc, "msg": msg, "type": kind}])
 
     def prefixed(self, *prefix: Any) -> RecipeError:
-        """The same error with ``prefix`` prepended to every field path."""
+        """The same error (same class, same ``valid``) with ``prefix`` before every path."""
         errors = [{**e, "loc": (*prefix, *e.get("loc", ()))} for e in self.errors]
-        if isinstance(self, UnknownNameError):
-            return UnknownNameError(errors, self.valid)
-        return RecipeError(errors)
+        return type(self)(errors, self.valid)
 
 
 class UnknownNameError(RecipeError):
-    """An unknown preset or workload name; ``valid`` lists the known ones."""
-
-    def __init__(self, errors: list[dict[str, Any]], valid: list[str] | None = None) -> None:
-        super().__init__(errors)
-        self.valid = list(valid or [])
+    """An unknown preset or workload name in a spec; ``valid`` lists the known ones."""
 
     @classmethod
     def named(
@@ -71,10 +66,7 @@ def _model(data: Any) -> Any:
     try:
         return optim_core.Recipe.model_validate(data)
     except ValidationError as exc:
-        errors = [
-            {"loc": tuple(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-        ]
-        raise RecipeError(errors) from None
+        raise RecipeError(Invalid.from_pydantic(exc.errors()).errors) from None
     except Exception as exc:  # noqa: BLE001 - user data must give a 422, never a 500
         raise RecipeError.at((), f"invalid recipe: {type(exc).__name__}: {exc}") from None
 
@@ -131,6 +123,14 @@ def _name_of(recipe: Any, data: Any) -> str | None:
     return str(name) if name else None
 
 
+def preset_info(name: str) -> dict[str, Any]:
+    """:func:`validate_recipe` of preset ``name``; NotFound (listing the valid names) if none."""
+    valid = preset_names()
+    if name not in valid:
+        raise NotFound(f"unknown preset {name!r}; valid: {', '.join(valid)}", valid)
+    return validate_recipe(name)
+
+
 def validate_recipe(data: Any, workload: str | None = None) -> dict[str, Any]:
     """Validate a recipe (dict, preset name or ref) and describe it.
 
@@ -149,14 +149,12 @@ def validate_recipe(data: Any, workload: str | None = None) -> dict[str, Any]:
         out["description"] = None
     if workload is None:
         return out
-    from core.workloads import get_workload, workload_names
+    from core.workloads import get_workload
 
     try:
         spec = get_workload(workload)
-    except ValueError:
-        raise UnknownNameError.named(
-            ("workload",), "workload", workload, workload_names()
-        ) from None
+    except NotFound as exc:
+        raise UnknownNameError.named(("workload",), "workload", workload, exc.valid) from None
     state = state_bytes_on(recipe, spec)
     out.update(
         workload=spec.name,

@@ -1,36 +1,77 @@
 """Read and cancel runs and experiments (plain dicts for the API, web pages and CLI; no torch).
 
-Raises ``LookupError`` for an unknown id and ``RunStateError`` when a run cannot be cancelled.
+``RunRecord`` is THE shape of one run (``run_dict``): the API's ``RunPublic`` is it, the web
+pages and study views extend it. Raises ``NotFound`` for an unknown id and ``RunStateError``
+(a Conflict) when a run cannot be cancelled.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from core.db import rowcount
-from core.models import Experiment, Recipe, Run, RunMetric, RunStatus
+from core.db import aware, rowcount
+from core.errors import Conflict, NotFound
+from core.models import Benchmark, Experiment, Recipe, Run, RunMetric, RunStatus, SearchStudy
 
-_RUN_FIELDS = (
-    "id experiment_id trial_id recipe_id workload steps seed lr queue status attempts "
-    "cancel_requested failure_reason reused_from_id final_val_loss steps_to_target target_loss "
-    "stopped_step tokens_per_s wall_s state_bytes n_params state_bytes_per_param peak_mem_bytes "
-    "env created_at started_at finished_at"
-).split()
 METRICS_MAX = 10_000
 
 
-class RunStateError(ValueError):
+class RunRecord(BaseModel):
+    """One run as every reader sees it: its columns plus its recipe's hash and name."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    experiment_id: int | None
+    trial_id: int | None
+    recipe_id: int
+    recipe_hash: str | None = None
+    recipe_name: str | None = None
+    workload: str
+    steps: int
+    seed: int
+    lr: float
+    queue: str
+    status: str
+    attempts: int
+    cancel_requested: bool
+    failure_reason: str | None
+    reused_from_id: int | None
+    final_val_loss: float | None
+    steps_to_target: int | None
+    target_loss: float | None
+    stopped_step: int | None
+    tokens_per_s: float | None
+    wall_s: float | None
+    state_bytes: int | None
+    n_params: int | None
+    state_bytes_per_param: float | None
+    peak_mem_bytes: int | None
+    env: dict[str, Any] | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+_RUN_COLUMNS = [f for f in RunRecord.model_fields if f not in ("recipe_hash", "recipe_name")]
+
+
+class RunStateError(Conflict):
     """The run is in a state that does not allow the operation (e.g. cancel a finished run)."""
 
 
 def run_dict(run: Run, recipe: Recipe | None = None) -> dict[str, Any]:
-    """Every column of a run, plus its recipe's hash and name."""
-    out = {f: getattr(run, f) for f in _RUN_FIELDS}
+    """Every column of a run, plus its recipe's hash and name (times as aware UTC datetimes,
+    so a row just written and the same row read back are one dict)."""
+    out = {f: getattr(run, f) for f in _RUN_COLUMNS}
+    for ts in ("created_at", "started_at", "finished_at"):
+        out[ts] = aware(out[ts])
     recipe = recipe or run.recipe
     out["recipe_hash"] = recipe.hash if recipe else None
     out["recipe_name"] = recipe.name if recipe else None
@@ -40,7 +81,7 @@ def run_dict(run: Run, recipe: Recipe | None = None) -> dict[str, Any]:
 def get_run(session: Session, run_id: int) -> dict[str, Any]:
     run = session.get(Run, run_id)
     if run is None:
-        raise LookupError(f"no run {run_id}")
+        raise NotFound(f"no run {run_id}")
     return run_dict(run)
 
 
@@ -50,7 +91,7 @@ def run_metrics(
     """The curve of a run (points with step > ``after_step``), ordered by step."""
     status = session.scalar(select(Run.status).where(Run.id == run_id))
     if status is None:
-        raise LookupError(f"no run {run_id}")
+        raise NotFound(f"no run {run_id}")
     rows = session.scalars(
         select(RunMetric)
         .where(RunMetric.run_id == run_id, RunMetric.step > after_step)
@@ -93,7 +134,7 @@ def cancel_run(session: Session, run_id: int) -> dict[str, Any]:
         )
     run = session.get(Run, run_id, populate_existing=True)
     if run is None:
-        raise LookupError(f"no run {run_id}")
+        raise NotFound(f"no run {run_id}")
     if not rowcount(done):
         raise RunStateError(f"run {run_id} is already {run.status}; only queued or running runs")
     return run_dict(run)
@@ -107,24 +148,32 @@ def _status_of(counts: Counter[str]) -> str:
     return "finished"
 
 
+def load_experiment(session: Session, experiment_id: int) -> Experiment:
+    """The experiment row with its runs and their recipes loaded; NotFound if there is none."""
+    exp = session.get(
+        Experiment,
+        experiment_id,
+        options=[selectinload(Experiment.runs).selectinload(Run.recipe)],
+    )
+    if exp is None:
+        raise NotFound(f"no experiment {experiment_id}")
+    return exp
+
+
 def experiment_dict(session: Session, experiment_id: int) -> dict[str, Any]:
     """An experiment with its runs (and their recipes) and per-status counts."""
-    exp = session.get(Experiment, experiment_id)
-    if exp is None:
-        raise LookupError(f"no experiment {experiment_id}")
-    pairs = session.execute(
-        select(Run, Recipe)
-        .join(Recipe, Recipe.id == Run.recipe_id)
-        .where(Run.experiment_id == experiment_id)
-        .order_by(Run.id)
-    ).all()
-    runs = [run_dict(run, recipe) for run, recipe in pairs]
+    return experiment_record(load_experiment(session, experiment_id))
+
+
+def experiment_record(exp: Experiment) -> dict[str, Any]:
+    """``exp`` as one dict, from the rows in hand (e.g. just flushed): no query of its own."""
+    runs = [run_dict(run) for run in sorted(exp.runs, key=lambda r: r.id)]
     counts = Counter(r["status"] for r in runs)
     return {
         "id": exp.id,
         "owner": exp.owner,
         "spec": exp.spec,
-        "created_at": exp.created_at,
+        "created_at": aware(exp.created_at),
         "status": _status_of(counts),
         "counts": dict(counts),
         "runs": runs,
@@ -150,7 +199,7 @@ def list_experiments(session: Session, limit: int = 50, offset: int = 0) -> list
         {
             "id": e.id,
             "owner": e.owner,
-            "created_at": e.created_at,
+            "created_at": aware(e.created_at),
             "status": _status_of(counts[e.id]),
             "counts": dict(counts[e.id]),
         }
@@ -158,9 +207,41 @@ def list_experiments(session: Session, limit: int = 50, offset: int = 0) -> list
     ]
 
 
-def run_queues(session: Session, run_ids: list[int]) -> dict[int, str]:
-    """The queue (cpu|gpu) of each run id."""
-    if not run_ids:
-        return {}
-    rows = session.execute(select(Run.id, Run.queue).where(Run.id.in_(run_ids)))
-    return {int(row[0]): str(row[1]) for row in rows}
+def cancel_experiment(session: Session, experiment_id: int) -> dict[str, Any]:
+    """Cancel every queued or running run of the experiment (finished runs stay as they are);
+    returns the experiment. The caller commits."""
+    exp = load_experiment(session, experiment_id)
+    for run in exp.runs:
+        if run.status in (RunStatus.queued, RunStatus.running):
+            try:
+                cancel_run(session, run.id)
+            except RunStateError:  # finished meanwhile
+                continue
+    return experiment_record(exp)
+
+
+_OWNED = {Experiment: "experiment", SearchStudy: "study", Benchmark: "benchmark"}
+
+
+def owner_of(
+    session: Session, table: type[Experiment | SearchStudy | Benchmark], row_id: int
+) -> str | None:
+    """The owner (API key name) of an experiment, study or benchmark; NotFound if none."""
+    row = cast(Experiment | SearchStudy | Benchmark | None, session.get(table, row_id))
+    if row is None:
+        raise NotFound(f"no {_OWNED[table]} {row_id}")
+    return row.owner
+
+
+def run_owner(session: Session, run_id: int) -> str | None:
+    """The owner of a run: its experiment's, study's or benchmark's (NotFound: no such run)."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    if run.experiment is not None:
+        return run.experiment.owner
+    if run.trial is not None:
+        return run.trial.study.owner
+    if run.cell is not None:
+        return run.cell.benchmark.owner
+    return None

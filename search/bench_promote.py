@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.errors import Invalid, NotFound
 from core.models import Recipe, SearchStudy, SearchTrial, TrialStatus
 from search.bench_spec import BenchmarkSpec
 from search.study_view import pareto_indices
@@ -30,11 +32,11 @@ def pareto_trials(session: Session, study_id: int) -> list[SearchTrial]:
 
 
 def promotion_spec(session: Session, study_id: int, body: dict[str, Any]) -> BenchmarkSpec:
-    """The benchmark spec for ``study_id``'s best Pareto trials (LookupError: no such study;
-    ValueError: nothing to promote or an invalid spec)."""
+    """The benchmark spec for ``study_id``'s best Pareto trials (NotFound: no such study;
+    Invalid: nothing to promote or an invalid spec)."""
     study = session.get(SearchStudy, study_id)
     if study is None:
-        raise LookupError(f"no study {study_id}")
+        raise NotFound(f"no study {study_id}")
     limit = int(body.pop("max_candidates", 3))
     arms = []
     for trial in pareto_trials(session, study_id)[:limit]:
@@ -43,8 +45,11 @@ def promotion_spec(session: Session, study_id: int, body: dict[str, Any]) -> Ben
             {"recipe": dict(recipe.canonical), "name": f"study {study_id} / trial {trial.number}"}
         )
     if not arms:
-        raise ValueError(f"study {study_id} has no complete trial to promote yet")
+        raise Invalid(f"study {study_id} has no complete trial to promote yet")
     name = body.pop("name", None) or f"study {study_id} candidates"
-    return BenchmarkSpec.model_validate(
-        {**body, "name": name, "workload": study.workload, "recipes": arms}
-    )
+    try:
+        return BenchmarkSpec.model_validate(
+            {**body, "name": name, "workload": study.workload, "recipes": arms}
+        )
+    except ValidationError as exc:
+        raise Invalid.from_pydantic(exc.errors()) from None

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, selectinload
 
+from core.errors import NotFound
 from core.models import (
     TERMINAL_STATUSES,
     Benchmark,
@@ -165,8 +166,8 @@ def _lock(session: Session, benchmark_id: int) -> Benchmark:
             benchmark_id,
             selectinload(Benchmark.cells).selectinload(BenchmarkCell.runs),
         )
-    except LookupError:
-        raise LookupError(f"no benchmark {benchmark_id}") from None
+    except NotFound:
+        raise NotFound(f"no benchmark {benchmark_id}") from None
     return bench
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.config import Settings, get_settings
+from core.errors import NotFound
 from records.experiments import RecipeRef
 from records.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
 from search.bench_space import HParamSpace, pipeline_form, tunable_axes
@@ -125,15 +126,13 @@ class BenchmarkPlan(BaseModel):
 
 def plan_benchmark(spec: BenchmarkSpec, settings: Settings | None = None) -> BenchmarkPlan:
     """Resolve workload, arms and axes; check the caps. Raises RecipeError with field paths."""
-    from core.workloads import get_workload, workload_names
+    from core.workloads import get_workload
 
     settings = settings or get_settings()
     try:
         workload = get_workload(spec.workload)
-    except ValueError:
-        raise UnknownNameError.named(
-            ("workload",), "workload", spec.workload, workload_names()
-        ) from None
+    except NotFound as exc:
+        raise UnknownNameError.named(("workload",), "workload", spec.workload, exc.valid) from None
     cap = min(settings.max_steps, workload.max_steps)
     for i, horizon in enumerate(spec.horizons):
         if horizon > cap:

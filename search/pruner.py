@@ -176,9 +176,10 @@ def should_prune_run(run_id: int, step: int, val_loss: float) -> bool:
 
 
 def _eval_every(workload: str) -> int | None:
+    from core.errors import NotFound
     from core.workloads import get_workload
 
     try:
         return int(get_workload(workload).eval_every)
-    except ValueError:  # a workload that left the catalog: rungs at the raw fractions
+    except NotFound:  # a workload that left the catalog: rungs at the raw fractions
         return None

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, selectinload
 
+from core.errors import NotFound
 from core.models import (
     TERMINAL_STATUSES,
     Run,
@@ -114,11 +115,12 @@ def create_study(session: Session, spec: StudySpec, owner: str | None = None) ->
 
 
 def _check_workload(name: str, steps: int, queue: str) -> None:
+    from core.errors import NotFound
     from core.workloads import get_workload
 
     try:
         workload = get_workload(name)
-    except ValueError as exc:
+    except NotFound as exc:
         raise StudySpecError(str(exc), "workload") from exc
     if steps > workload.max_steps:
         raise StudySpecError(
@@ -243,8 +245,8 @@ def _lock(session: Session, study_id: int) -> SearchStudy:
             study_id,
             selectinload(SearchStudy.trials).selectinload(SearchTrial.runs),
         )
-    except LookupError:
-        raise LookupError(f"no study {study_id}") from None
+    except NotFound:
+        raise NotFound(f"no study {study_id}") from None
     return study
 
 

@@ -19,6 +19,8 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.errors import Invalid
+
 NONE_KEY = "none"
 #: Design fields a space may fix instead of searching (the routing of embeddings/head/vectors).
 FIXABLE = ("other",)
@@ -46,10 +48,11 @@ def vocabulary() -> dict[str, tuple[Any, ...]]:
     }
 
 
-class SpaceError(ValueError):
+class SpaceError(Invalid):
     """An invalid design space (raised before any training); ``field`` locates it in a spec."""
 
-    field: tuple[str, ...] = ("space",)
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, ("space",))
 
 
 class _Strict(BaseModel):

@@ -6,15 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.errors import Invalid
 from search.space import DesignSpace, default_space, load_space
 
 
-class StudySpecError(ValueError):
+class StudySpecError(Invalid):
     """A study spec the service refuses (unknown sampler, limits...); ``field`` names the key."""
 
     def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = (field,)
+        super().__init__(message, (field,))
 
 
 class StudySpec(BaseModel):

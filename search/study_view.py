@@ -13,14 +13,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.errors import NotFound
 from core.models import Recipe, Run, SearchStudy, SearchTrial, TrialStatus
+from records.runs import run_dict
 
 
 def progress(session: Session, study_id: int) -> dict[str, int]:
     """Counts of a study's trials by status, plus ``n_trials`` and ``asked``."""
     study = session.get(SearchStudy, study_id)
     if study is None:
-        raise LookupError(f"no study {study_id}")
+        raise NotFound(f"no study {study_id}")
     rows = session.scalars(select(SearchTrial.status).where(SearchTrial.study_id == study_id))
     counts = {s.value: 0 for s in TrialStatus}
     for status in rows:
@@ -68,7 +70,9 @@ def study_dict(study: SearchStudy) -> dict[str, Any]:
 
 
 def trial_dicts(session: Session, study_id: int) -> list[dict[str, Any]]:
-    """All trials of a study with their runs and recipes."""
+    """All trials of a study with their runs and recipes (NotFound: no such study)."""
+    if session.get(SearchStudy, study_id) is None:
+        raise NotFound(f"no study {study_id}")
     trials = session.scalars(
         select(SearchTrial).where(SearchTrial.study_id == study_id).order_by(SearchTrial.number)
     ).all()
@@ -97,32 +101,17 @@ def trial_dicts(session: Session, study_id: int) -> list[dict[str, Any]]:
                 "recipe_id": t.recipe_id,
                 "recipe_hash": recipe.hash if recipe else None,
                 "recipe": recipe.canonical if recipe else None,
-                "runs": [_run_dict(r) for r in by_trial.get(t.id, [])],
+                "runs": [run_dict(r, recipe) for r in by_trial.get(t.id, [])],
             }
         )
     return out
-
-
-def _run_dict(r: Run) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "seed": r.seed,
-        "lr": r.lr,
-        "status": r.status,
-        "attempts": r.attempts,
-        "final_val_loss": r.final_val_loss,
-        "state_bytes_per_param": r.state_bytes_per_param,
-        "stopped_step": r.stopped_step,
-        "reused_from_id": r.reused_from_id,
-        "failure_reason": r.failure_reason,
-    }
 
 
 def study_detail(session: Session, study_id: int, n_best: int = 5) -> dict[str, Any]:
     """Study + progress counts + best trials + Pareto front (with recipes)."""
     study = session.get(SearchStudy, study_id)
     if study is None:
-        raise LookupError(f"no study {study_id}")
+        raise NotFound(f"no study {study_id}")
     trials = trial_dicts(session, study_id)
     complete = [t for t in trials if t["status"] == "complete" and t["values"]]
     max_bytes = (study.spec or {}).get("max_state_bytes_per_param")

@@ -14,8 +14,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.db import rowcount
+from core.db import aware, rowcount
+from core.errors import NotFound
 from core.models import Recipe, Run, RunStatus, SearchTrial
+from records.recipes import RecipeError, state_bytes_on
 from records.reuse import reuse_if_stored, upsert_recipe_row
 from search.spec import StudySpec
 
@@ -24,23 +26,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(ts: datetime | None) -> datetime | None:
-    """``ts`` as an aware UTC datetime (SQLite returns naive ones)."""
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-
-
 def lock_row(session: Session, model: Any, row_id: int, *options: Any) -> Any:
     """Lock row ``row_id`` of ``model`` (a table with ``status``) and load it fresh.
 
     An UPDATE takes a row lock on Postgres and the database write lock on SQLite, so two
     scheduler ticks of one study or benchmark never interleave (SELECT ... FOR UPDATE is a
-    no-op on SQLite). Raises LookupError when the row does not exist.
+    no-op on SQLite). Raises NotFound when the row does not exist.
     """
     result = session.execute(update(model).where(model.id == row_id).values(status=model.status))
     if rowcount(result) == 0:
-        raise LookupError(f"no {model.__tablename__} row {row_id}")
+        raise NotFound(f"no {model.__tablename__} row {row_id}")
     return session.scalars(
         select(model)
         .where(model.id == row_id)
@@ -76,7 +71,11 @@ def upsert_recipe(session: Session, design: dict[str, Any]) -> Recipe:
 def new_run(
     session: Session, trial: SearchTrial, recipe_id: int, spec: StudySpec, seed: int, lr: float
 ) -> Run:
-    """A queued run, or a succeeded copy of an identical stored result (``reused_from_id``)."""
+    """A queued run, or a succeeded copy of an identical stored result (``reused_from_id``).
+
+    A queued run carries the analytical state bytes of its recipe on the workload's model from
+    the start (the pruner compares runs of one memory class); training overwrites them with
+    the measured values."""
     run = Run(
         trial_id=trial.id,
         recipe_id=recipe_id,
@@ -87,10 +86,25 @@ def new_run(
         queue=spec.queue,
         status=RunStatus.queued,
     )
-    reuse_if_stored(session, run)
+    if not reuse_if_stored(session, run):
+        estimate_memory(run, session.get_one(Recipe, recipe_id).canonical)
     session.add(run)
     session.flush()
     return run
+
+
+def estimate_memory(run: Run, canonical: dict[str, Any]) -> None:
+    """``state_bytes``, ``n_params`` and ``state_bytes_per_param`` of ``run`` before training
+    (analytical; left empty for a recipe that does not fit the workload)."""
+    from core.workloads import get_workload
+
+    spec = get_workload(run.workload)
+    try:
+        state = state_bytes_on(canonical, spec)
+    except RecipeError:
+        return
+    run.state_bytes, run.n_params = state, spec.n_params
+    run.state_bytes_per_param = state / max(spec.n_params, 1)
 
 
 def stale(run: Run) -> bool:

@@ -136,21 +136,6 @@ def _owned(run_id: int, owner: str) -> Any:
     return (Run.id == run_id, Run.lease_owner == owner, Run.status == RunStatus.running)
 
 
-def set_memory_estimate(claim: Claim, state_bytes: int, n_params: int) -> None:
-    """Analytical state bytes before training (the pruner compares runs of a memory class)."""
-    values = {
-        "state_bytes": state_bytes,
-        "n_params": n_params,
-        "state_bytes_per_param": state_bytes / max(n_params, 1),
-    }
-
-    def write() -> None:
-        with session_scope() as session:
-            session.execute(update(Run).where(*_owned(claim.run_id, claim.owner)).values(values))
-
-    with_retry(write, f"memory estimate of run {claim.run_id}")
-
-
 # ------------------------------------------------------------------------------------------
 # lease
 # ------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from workers.runs_db import (
     finish_run,
     new_owner,
     result_values,
-    set_memory_estimate,
 )
 
 if TYPE_CHECKING:
@@ -70,18 +69,6 @@ class RunCallbacks:
         )
 
 
-def _estimate_memory(claim: Claim) -> None:
-    """Analytical state bytes on the row before training (used by the pruner's memory classes)."""
-    try:
-        from records.recipes import validate_recipe
-
-        info = validate_recipe(claim.recipe, workload=claim.workload)
-        if info.get("state_bytes") is not None and info.get("n_params"):
-            set_memory_estimate(claim, int(info["state_bytes"]), int(info["n_params"]))
-    except Exception:  # noqa: BLE001 - an estimate only; the trainer measures the real value
-        log.warning("no state-bytes estimate for run %s", claim.run_id, exc_info=True)
-
-
 def execute_run(run_id: int, owner: str | None = None, **local: Any) -> str:
     """Claim and train run ``run_id``; returns what happened (for logs and tests).
 
@@ -91,8 +78,6 @@ def execute_run(run_id: int, owner: str | None = None, **local: Any) -> str:
     if claim is None:
         log.info("train_run %s: nothing to claim (already taken, finished or cancelled)", run_id)
         return "skipped"
-    if claim.trial_id is not None:
-        _estimate_memory(claim)
     with Lease(claim) as lease:
         curve = CurveWriter(claim, lease)
         outcome = _train(claim, lease, curve, **local)

@@ -11,12 +11,17 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.deps import CallerDep, ReaderDep, SessionDep, WriterDep, ensure_owner
-from api.errors import unprocessable
+from core.models import Benchmark
+from core.workloads import get_workload
+from records.bench_report import confirmed_board, list_benchmarks, report
+from records.runs import owner_of
+from search.bench_promote import promotion_spec
+from search.bench_scheduler import cancel_benchmark, create_benchmark
 from search.bench_spec import ArmRef, BenchmarkSpec, TuningSpec
 
 router = APIRouter(tags=["benchmarks"])
@@ -47,24 +52,9 @@ def send_first_tick(benchmark_id: int) -> None:
         log.warning("first tick of benchmark %s not sent (reaper will): %s", benchmark_id, exc)
 
 
-def _report(session: Session, benchmark_id: int) -> dict[str, Any]:
-    from records.bench_report import report
-
-    try:
-        return report(session, benchmark_id)
-    except LookupError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-
-
 def _start(session: Session, spec: BenchmarkSpec, owner: str | None, origin: str) -> int:
-    from search.bench_scheduler import create_benchmark
-
-    try:
-        bench = create_benchmark(session, spec, owner=owner, origin=origin)
-        session.commit()
-    except ValueError as exc:  # RecipeError (field paths), unknown workload/preset
-        session.rollback()
-        raise unprocessable(exc) from exc
+    bench = create_benchmark(session, spec, owner=owner, origin=origin)  # RecipeError: Invalid
+    session.commit()
     send_first_tick(bench.id)
     return bench.id
 
@@ -74,7 +64,7 @@ def create(spec: BenchmarkSpec, session: SessionDep, owner: WriterDep) -> dict[s
     """Start a benchmark: 202 with its (empty) report; 422 with the field path if invalid."""
     bench_id = _start(session, spec, owner, "api")
     session.expire_all()
-    return _report(session, bench_id)
+    return report(session, bench_id)
 
 
 @router.get("/benchmarks")
@@ -84,30 +74,23 @@ def index(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Benchmarks, newest first, with progress counts."""
-    from records.bench_report import list_benchmarks
-
     return list_benchmarks(session, limit=limit)
 
 
 @router.get("/benchmarks/{benchmark_id}")
 def show(benchmark_id: BenchmarkId, session: SessionDep, _reader: ReaderDep) -> dict[str, Any]:
     """Status, progress and every cell: per-seed losses, mean, CI, p-value, speedups."""
-    return _report(session, benchmark_id)
+    return report(session, benchmark_id)
 
 
 @router.post("/benchmarks/{benchmark_id}/cancel")
 def cancel(benchmark_id: BenchmarkId, session: SessionDep, caller: CallerDep) -> dict[str, Any]:
     """Cancel a running benchmark (only its owner or an admin key)."""
-    from core.models import Benchmark
-    from search.bench_scheduler import cancel_benchmark
-
-    bench = session.get(Benchmark, benchmark_id)
-    if bench is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no benchmark {benchmark_id}")
-    ensure_owner(caller, bench.owner, f"benchmark {benchmark_id}")
+    owner = owner_of(session, Benchmark, benchmark_id)
+    ensure_owner(caller, owner, f"benchmark {benchmark_id}")
     cancel_benchmark(session, benchmark_id)
     session.commit()
-    return _report(session, benchmark_id)
+    return report(session, benchmark_id)
 
 
 @router.get("/leaderboard/confirmed")
@@ -118,14 +101,7 @@ def confirmed(
 ) -> dict[str, Any]:
     """The confirmed view: only benchmarked cells (claims), by horizon then mean loss; the
     plain leaderboard stays, and is exploratory."""
-    from core.workloads import WORKLOADS
-    from records.bench_report import confirmed_board
-
-    if workload not in WORKLOADS:
-        valid = ", ".join(WORKLOADS)
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"unknown workload {workload!r}; valid: {valid}"
-        )
+    get_workload(workload)  # NotFound (404) listing the valid names
     return {
         "workload": workload,
         "evidence": "confirmed",
@@ -138,14 +114,7 @@ def promote(
     study_id: StudyId, body: PromoteSpec, session: SessionDep, owner: WriterDep
 ) -> dict[str, Any]:
     """Promote a study's Pareto candidates to a benchmark (exploration -> claims)."""
-    from search.bench_promote import promotion_spec
-
-    try:
-        spec = promotion_spec(session, study_id, body.model_dump(exclude_none=True))
-    except LookupError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except ValueError as exc:
-        raise unprocessable(exc) from exc
+    spec = promotion_spec(session, study_id, body.model_dump(exclude_none=True))
     bench_id = _start(session, spec, owner, "study")
     session.expire_all()
-    return _report(session, bench_id)
+    return report(session, bench_id)

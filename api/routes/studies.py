@@ -12,25 +12,18 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Path, Query, status
 
 from api.deps import CallerDep, ReaderDep, SessionDep, WriterDep, ensure_owner
-from api.errors import unprocessable
+from core.models import SearchStudy
+from records.runs import owner_of
+from search.scheduler import cancel_study, create_study
 from search.spec import StudySpec
+from search.study_view import list_studies, study_detail, trial_dicts
 
 router = APIRouter(prefix="/studies", tags=["studies"])
 log = logging.getLogger("optforge.api")
 StudyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-
-
-def _detail(session: Session, study_id: int) -> dict[str, Any]:
-    from search.study_view import study_detail
-
-    try:
-        return study_detail(session, study_id)
-    except LookupError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
 def send_first_tick(study_id: int) -> None:
@@ -50,17 +43,11 @@ def send_first_tick(study_id: int) -> None:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create(spec: StudySpec, session: SessionDep, owner: WriterDep) -> dict[str, Any]:
     """Start a study: 201 with the study (trials appear as workers tick it); 422 if invalid."""
-    from search.scheduler import create_study
-
-    try:
-        study = create_study(session, spec, owner=owner)
-        session.commit()
-    except ValueError as exc:  # SpaceError, StudySpecError, unknown workload
-        session.rollback()
-        raise unprocessable(exc) from exc
+    study = create_study(session, spec, owner=owner)  # SpaceError, StudySpecError: Invalid
+    session.commit()
     send_first_tick(study.id)
     session.expire_all()
-    return _detail(session, study.id)
+    return study_detail(session, study.id)
 
 
 @router.get("")
@@ -71,25 +58,18 @@ def index(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[dict[str, Any]]:
     """Studies, newest first, with progress counts (paginated by ``limit``/``offset``)."""
-    from search.study_view import list_studies
-
     return list_studies(session, limit=limit, offset=offset)
 
 
 @router.get("/{study_id}")
 def show(study_id: StudyId, session: SessionDep, _reader: ReaderDep) -> dict[str, Any]:
     """Progress counts, best trials and the Pareto front (with recipes)."""
-    return _detail(session, study_id)
+    return study_detail(session, study_id)
 
 
 @router.get("/{study_id}/trials")
 def trials(study_id: StudyId, session: SessionDep, _reader: ReaderDep) -> list[dict[str, Any]]:
     """Every trial with its params, status/reason, values, recipe and runs."""
-    from core.models import SearchStudy
-    from search.study_view import trial_dicts
-
-    if session.get(SearchStudy, study_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study {study_id}")
     return trial_dicts(session, study_id)
 
 
@@ -99,18 +79,7 @@ def cancel(study_id: StudyId, session: SessionDep, caller: CallerDep) -> dict[st
 
     Only the key that started the study or an admin key (403 otherwise).
     """
-    from core.models import SearchStudy
-    from search.scheduler import cancel_study
-
-    study = session.get(SearchStudy, study_id)
-    if study is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study {study_id}")
-    ensure_owner(caller, study.owner, f"study {study_id}")
-
-    try:
-        cancel_study(session, study_id)
-        session.commit()
-    except LookupError as exc:
-        session.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    return _detail(session, study_id)
+    ensure_owner(caller, owner_of(session, SearchStudy, study_id), f"study {study_id}")
+    cancel_study(session, study_id)
+    session.commit()
+    return study_detail(session, study_id)

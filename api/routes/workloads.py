@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, Path
 
 from api.deps import ReaderDep
 from api.schemas import WorkloadPublic
 from core.workloads import WORKLOADS, WorkloadSpec
+from core.workloads import get_workload as core_workload
 
 router = APIRouter(prefix="/workloads", tags=["workloads"])
 
@@ -40,10 +41,4 @@ def list_workloads(_reader: ReaderDep) -> list[WorkloadPublic]:
 @router.get("/{name}", response_model=WorkloadPublic)
 def get_workload(name: Annotated[str, Path(max_length=64)], _reader: ReaderDep) -> WorkloadPublic:
     """One workload; 404 lists the valid names."""
-    spec = WORKLOADS.get(name)
-    if spec is None:
-        valid = ", ".join(WORKLOADS)
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"unknown workload {name!r}; valid: {valid}"
-        )
-    return workload_public(spec)
+    return workload_public(core_workload(name))

@@ -221,11 +221,12 @@ def _cancel(study_id: int) -> None:
 
 
 def _default_steps(workload: str) -> int:
+    from core.errors import NotFound
     from core.workloads import get_workload
 
     try:
         return int(get_workload(workload).default_steps)
-    except ValueError as exc:
+    except NotFound as exc:
         raise fail(f"--workload: {exc}") from None
 
 

@@ -36,11 +36,11 @@ def _migrate(template: Path) -> None:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
-    """Runs the API dispatched (core.broker.dispatch_run is replaced: no broker needed)."""
+    """Runs the API dispatched (core.broker.send_run is replaced: no broker needed)."""
     calls: list[tuple[int, str]] = []
     import core.broker
 
-    monkeypatch.setattr(core.broker, "dispatch_run", lambda rid, q="cpu": calls.append((rid, q)))
+    monkeypatch.setattr(core.broker, "send_run", lambda rid, q="cpu": calls.append((rid, q)))
     return calls
 
 

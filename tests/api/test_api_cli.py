@@ -57,7 +57,7 @@ def test_submit_wait_prints_leaderboard(
 
     import core.broker
 
-    monkeypatch.setattr(core.broker, "dispatch_run", _finish)
+    monkeypatch.setattr(core.broker, "send_run", _finish)
 
     def fake_client(base_url: str, headers: dict[str, str], timeout: float) -> Any:
         assert base_url == "http://api.test" and headers["Authorization"] == auth["Authorization"]

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from core.errors import NotFound
 from core.workloads import WORKLOADS, get_workload, named_shapes
 from workers.model import LlamaConfig, LlamaModel, apply_rope, build_model, rope_tables
 
@@ -22,7 +23,7 @@ def test_catalog_imports_without_torch() -> None:
 
 
 def test_unknown_workload_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="synthetic-lm.*shakespeare-lm"):
+    with pytest.raises(NotFound, match="synthetic-lm.*shakespeare-lm"):
         get_workload("nope")
 
 
