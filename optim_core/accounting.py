@@ -40,24 +40,25 @@ def state_bytes(
     """
     return sum(
         st.state_bytes(shp, dtype)
-        for shp, stages in _param_stages(recipe, named_shapes, model_facts)
+        for _, shp, stages in param_stages(recipe, named_shapes, model_facts)
         for st in stages
     )
 
 
-def _param_stages(
+def param_stages(
     recipe: Recipe,
     named_shapes: Mapping[str, Sequence[int]],
     model_facts: Mapping[str, Any] | None,
-) -> Iterator[tuple[tuple[int, ...], list[Any]]]:
-    """``(shape, stages)`` of every parameter, the stages built as ``build`` builds them."""
+) -> Iterator[tuple[str, tuple[int, ...], list[Any]]]:
+    """``(name, shape, stages)`` of every parameter (grouped by route, model order within a
+    route), the stages built as ``build`` builds them."""
     pipeline = recipe.to_pipeline()
     shapes = {name: tuple(int(s) for s in shape) for name, shape in named_shapes.items()}
     for idx, names in route_members(pipeline, list(shapes.items())).items():
         route = pipeline.routes[idx]
         for pos, name in enumerate(names):
             shp = shapes[name]
-            yield shp, build_stages(route.stages, name, shp, model_facts, (pos, len(names)))
+            yield name, shp, build_stages(route.stages, name, shp, model_facts, (pos, len(names)))
 
 
 def weight_bytes(
@@ -70,7 +71,7 @@ def weight_bytes(
     stage's ``weight_bytes`` (Q-GaLore's INT8 weights: 1 byte per element + fp32 scale and
     zero per group of 256)."""
     total = 0
-    for shp, stages in _param_stages(recipe, named_shapes, model_facts):
+    for _, shp, stages in param_stages(recipe, named_shapes, model_facts):
         own = [st.weight_bytes(shp, dtype) for st in stages if hasattr(st, "weight_bytes")]
         total += own[-1] if own else tensor_bytes(shp, dtype)
     return total

@@ -176,16 +176,19 @@ def step_quantized_adam(
     prefix: str,
     fmts: tuple[QFormat, QFormat],
     scalars: AdamScalars,
+    grad: Tensor | None = None,
 ) -> None:
     """Step ``p`` with its quantized slots ``{prefix}m.q``/``.scale`` and ``{prefix}v.*`` in
-    ``state`` (updated in place), compiled when :func:`compile_enabled` says so."""
-    assert p.grad is not None
+    ``state`` (updated in place), compiled when :func:`compile_enabled` says so; ``grad``
+    defaults to ``p.grad``."""
+    g = p.grad if grad is None else grad
+    assert g is not None
     m_parts = (state[prefix + "m.q"], state[prefix + "m.scale"])
     v_parts = (state[prefix + "v.q"], state[prefix + "v.scale"])
     if compile_enabled(p.device):
-        out = _compiled()(p, p.grad, m_parts, v_parts, fmts, _as_tensors(scalars, p.device), False)
+        out = _compiled()(p, g, m_parts, v_parts, fmts, _as_tensors(scalars, p.device), False)
     else:
-        out = quantized_adam_(p, p.grad, m_parts, v_parts, fmts, scalars)
+        out = quantized_adam_(p, g, m_parts, v_parts, fmts, scalars)
     for key, new in zip(("m.q", "m.scale", "v.q", "v.scale"), out, strict=True):
         state[prefix + key].copy_(new)
 

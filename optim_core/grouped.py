@@ -66,14 +66,17 @@ def adam_group_step(
     params: list[Tensor],
     states: list[dict[str, Any]],
     group: dict[str, Any],
+    grads: list[Tensor] | None = None,
 ) -> None:
-    """One Adam step for all ``params`` of ``group`` (states already initialised)."""
+    """One Adam step for all ``params`` of ``group`` (states already initialised); ``grads``
+    default to the parameters' ``.grad`` (given: e.g. the local shards of DTensor gradients)."""
+    grads = [p.grad for p in params] if grads is None else grads  # type: ignore[misc]
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1.0)
     dense = [i for i, s in enumerate(states) if PREFIX + "m" in s]
     if len(dense) < len(states):
         fmts = _formats(adam, params[0].device)
-        for p, state in zip(params, states, strict=True):
+        for p, g, state in zip(params, grads, states, strict=True):
             if PREFIX + "m" not in state:
                 t = int(state["step"].item())
                 scalars = adam_scalars(
@@ -86,9 +89,10 @@ def adam_group_step(
                     group["wd_mode"],
                     t,
                 )
-                step_quantized_adam(p, state, PREFIX, fmts, scalars)
+                step_quantized_adam(p, state, PREFIX, fmts, scalars, g)
     if dense:
-        _foreach_adam(adam, [params[i] for i in dense], [states[i] for i in dense], group)
+        pick = [params[i] for i in dense], [grads[i] for i in dense]
+        _foreach_adam(adam, *pick, [states[i] for i in dense], group)
 
 
 def _formats(adam: Adam, device: torch.device) -> tuple[QFormat, QFormat]:
@@ -98,11 +102,14 @@ def _formats(adam: Adam, device: torch.device) -> tuple[QFormat, QFormat]:
 
 
 def _foreach_adam(
-    adam: Adam, params: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any]
+    adam: Adam,
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
+    group: dict[str, Any],
 ) -> None:
     """Multi-tensor step of parameters with fp32 state (step counters already advanced)."""
     lr, wd, mode = group["lr"], group["weight_decay"], group["wd_mode"]
-    grads = [p.grad for p in params]
     ms = [s[PREFIX + "m"] for s in states]
     vs = [s[PREFIX + "v"] for s in states]
     ts = [int(s["step"].item()) for s in states]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from optim_core.base import Stage
 from optim_core.chain import chain_lr, init_chain, run_chain
 from optim_core.compile import build_stages, resolve_route
+from optim_core.distributed import has_dtensor, step_dtensors
 from optim_core.grouped import adam_group_step, eligible, grouped_adam
 from optim_core.recipe import Recipe
 
@@ -130,9 +131,9 @@ class RecipeOptimizer(torch.optim.Optimizer):
         """The compiled stages of parameter ``p``."""
         return self._stages[p]
 
-    def _init_state(self, p: Tensor) -> dict[str, Any]:
+    def _init_state(self, p: Tensor, w: Tensor) -> dict[str, Any]:
         state: dict[str, Any] = {"step": torch.tensor(0.0, dtype=torch.float32)}
-        state.update(init_chain(self._stages[p], p, self._index[p]))
+        state.update(init_chain(self._stages[p], w, self._index[p]))
         return state
 
     @torch.no_grad()
@@ -144,42 +145,57 @@ class RecipeOptimizer(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            adam = grouped_adam(self._stages[params[0]]) if params and self.foreach else None
-            if adam is not None and eligible(params, group["wd_mode"]):
-                states = [self._state_for(p) for p in params]
-                adam_group_step(adam, params, states, group)
-                continue
-            for p in params:
-                self._step_param(p, group)
+            if has_dtensor(params):  # FSDP2: shards stepped locally or whole (distributed.py)
+                step_dtensors(self, params, group)
+            else:
+                self._step_group(params, group, [(p, p.grad) for p in params])
         return loss
 
-    def _state_for(self, p: Tensor) -> dict[str, Any]:
+    def _step_group(
+        self, params: list[Tensor], group: dict[str, Any], views: list[tuple[Tensor, Any]]
+    ) -> None:
+        """Step ``params`` of ``group`` on ``views``: their (weight, grad) tensors (the
+        parameters themselves, or DTensor local shards); batched for an fp32/low-bit Adam."""
+        adam = grouped_adam(self._stages[params[0]]) if params and self.foreach else None
+        if adam is not None and eligible(params, group["wd_mode"]):
+            states = [self._state_for(p, w) for p, (w, _) in zip(params, views, strict=True)]
+            weights, grads = [w for w, _ in views], [g for _, g in views]
+            adam_group_step(adam, weights, states, group, grads)
+            return
+        for p, view in zip(params, views, strict=True):
+            self._step_param(p, group, view)
+
+    def _state_for(self, p: Tensor, w: Tensor | None = None) -> dict[str, Any]:
         state = self.state[p]
         if not state:
-            state.update(self._init_state(p))
+            state.update(self._init_state(p, p if w is None else w))
         return state
 
-    def _step_param(self, p: Tensor, group: dict[str, Any]) -> None:
-        state = self._state_for(p)
+    def _step_param(
+        self, p: Tensor, group: dict[str, Any], view: tuple[Tensor, Tensor] | None = None
+    ) -> None:
+        """Step ``p`` (state under ``self.state[p]``); ``view``: the (weight, grad) tensors to
+        run on instead of ``(p, p.grad)``, e.g. a DTensor's local shard or gathered matrix."""
+        w, grad = (p, p.grad) if view is None else view
+        state = self._state_for(p, w)
         state["step"] += 1
         t = int(state["step"].item())
         lr, wd, mode = group["lr"], group["weight_decay"], group["wd_mode"]
-        grad = p.grad
         assert grad is not None
         u: Tensor = grad if grad.dtype == torch.float32 else grad.float()
         if mode == "coupled" and wd != 0:
-            u = u.add(p, alpha=wd)
-        u = run_chain(self._stages[p], u, state, p, t)
-        eff_lr = chain_lr(self._stages[p], lr, p, state, t)
+            u = u.add(w, alpha=wd)
+        u = run_chain(self._stages[p], u, state, w, t)
+        eff_lr = chain_lr(self._stages[p], lr, w, state, t)
         if mode == "decoupled_before" and wd != 0:
-            p.mul_(1.0 - lr * wd)
-        p.add_(u, alpha=-eff_lr)
+            w.mul_(1.0 - lr * wd)
+        w.add_(u, alpha=-eff_lr)
         if mode == "decoupled_after" and wd != 0:
-            p.mul_(1.0 - lr * wd)
+            w.mul_(1.0 - lr * wd)
         for stage in self._stages[p]:
             after_step = getattr(stage, "after_step", None)
             if after_step is not None:  # e.g. Q-GaLore's INT8 weight grid
-                after_step(p, t)
+                after_step(w, t)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As torch, but state tensors keep their saved dtype (torch would cast them to the

@@ -1,0 +1,99 @@
+"""Sharded norms (optim_core/dist_norms.py) equal the single-process ones: the ranks are
+threads whose ``reduce`` sums the partial sums of all shards, in rank order, at a barrier."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from torch import Tensor
+
+import optim_core
+from optim_core.dist_accounting import comm_bytes_per_step, sharded_state_bytes
+from optim_core.dist_norms import REDUCIBLE, allreduce_numel, sharded_normalize
+from optim_core.dist_plan import shard_rows
+from optim_core.normalize import Normalize
+
+
+class ThreadSum:
+    """An all-reduce (sum) across ``world`` threads."""
+
+    def __init__(self, world: int) -> None:
+        self.barrier = threading.Barrier(world)
+        self.slots: list[Tensor | None] = [None] * world
+
+    def reduce_of(self, rank: int) -> Callable[[Tensor], Tensor]:
+        def reduce(t: Tensor) -> Tensor:
+            self.slots[rank] = t.clone()
+            self.barrier.wait()
+            total = torch.stack([s for s in self.slots if s is not None]).sum(dim=0)
+            self.barrier.wait()
+            return t.copy_(total)
+
+        return reduce
+
+
+def sharded(norm: Normalize, u: Tensor, world: int) -> Tensor:
+    rows = [shard_rows(u.shape[0], world, r) for r in range(world)]
+    shards = u.split(rows)
+    summer = ThreadSum(world)
+    with ThreadPoolExecutor(world) as pool:
+        futures = [
+            pool.submit(sharded_normalize, norm, shards[r], tuple(u.shape), summer.reduce_of(r))
+            for r in range(world)
+        ]
+        return torch.cat([f.result(timeout=30) for f in futures])
+
+
+NORMS = [
+    Normalize(kind="col"),
+    Normalize(kind="rms"),
+    Normalize(kind="frobenius", target=2.0),
+    Normalize(kind="standardize", axis="larger"),  # tall: down the columns
+    Normalize(kind="standardize", axis="row"),
+    Normalize(kind="sinkhorn", iters=5),
+]
+
+
+@pytest.mark.parametrize("norm", NORMS, ids=lambda n: f"{n.kind}-{n.axis}")
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_norm_equals_full(norm: Normalize, world: int) -> None:
+    u = torch.randn(13, 7, generator=torch.Generator().manual_seed(0))  # tall, uneven shards
+    want = norm.update(u, {}, u, 1)
+    got = sharded(norm, u, world)
+    assert ((got - want).norm() / want.norm()).item() <= 1e-6
+    assert not torch.equal(want, u)  # the norm did something
+
+
+def test_allreduce_numel_per_kind() -> None:
+    shape = (13, 7)
+    got = {f"{n.kind}-{n.axis}": allreduce_numel(n, shape) for n in NORMS}
+    want = {"col-row": 7, "rms-row": 1, "frobenius-row": 1, "sinkhorn-row": 5 * 7}
+    assert got == {**want, "standardize-larger": 14, "standardize-row": 0}
+    assert {n.kind for n in NORMS} == REDUCIBLE  # every reducible kind is tested above
+
+
+SHAPES = {"embed.weight": (256, 32), "layers.0.attn.q.weight": (32, 32), "norm.weight": (32,)}
+
+
+def test_one_rank_accounting_is_the_single_process_one() -> None:
+    for name in optim_core.presets.names():
+        recipe = optim_core.presets.get(name)
+        facts = {"n_heads": 2, "n_kv_heads": 2}
+        one = sharded_state_bytes(recipe, SHAPES, 1, model_facts=facts)
+        assert one.per_rank == (one.total,)
+        assert one.total == optim_core.state_bytes(recipe, SHAPES, model_facts=facts)
+        assert comm_bytes_per_step(recipe, SHAPES, 1, model_facts=facts) == (0,)
+
+
+def test_communication_by_path() -> None:
+    """Elementwise recipes send nothing; whole matrices are gathered (weight + grad, 2 × half
+    of 32·32 fp32 per rank) and broadcast to the non-owner (32·32); sinkhorn all-reduces."""
+    assert comm_bytes_per_step(optim_core.presets.get("adamw"), SHAPES, 2) == (0, 0)
+    muon = comm_bytes_per_step(optim_core.presets.get("muon"), SHAPES, 2)
+    assert muon == (4 * 2 * 512, 4 * (2 * 512 + 1024))  # q is owned by rank 0
+    sink = comm_bytes_per_step(optim_core.presets.get("sinkgd"), SHAPES, 2)
+    assert sink == (4 * 5 * 32, 4 * 5 * 32)  # ring all-reduce of 5 column-sum vectors
