@@ -177,15 +177,7 @@ def leaderboard(
     field, desc = parse_sort(sort)
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise LeaderboardError(f"limit must be in 1..{MAX_LIMIT} and offset >= 0", "limit")
-    rows = [_row(r) for r in session.execute(_best_lr_query(workload, steps))]
-    for row, flag in zip(
-        rows,
-        pareto_flags([(r["val_loss_mean"], r["state_bytes_per_param"]) for r in rows]),
-        strict=True,
-    ):
-        row["pareto"] = flag
-    add_labels(session, rows)
-    ordered = _sorted(rows, field, desc)
+    ordered = _sorted(board_rows(session, workload, steps), field, desc)
     return {
         "workload": workload,
         "steps": steps,
@@ -195,6 +187,16 @@ def leaderboard(
         "total": len(ordered),
         "rows": ordered[offset : offset + limit],
     }
+
+
+def board_rows(session: Session, workload: str, steps: int) -> list[dict[str, Any]]:
+    """Every recipe's row on the board (best lr), with its Pareto flag and label; unsorted."""
+    rows = [_row(r) for r in session.execute(_best_lr_query(workload, steps))]
+    flags = pareto_flags([(r["val_loss_mean"], r["state_bytes_per_param"]) for r in rows])
+    for row, flag in zip(rows, flags, strict=True):
+        row["pareto"] = flag
+    add_labels(session, rows)
+    return rows
 
 
 def add_labels(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -73,28 +73,9 @@ __all__ = [
 
 def create_study(session: Session, spec: StudySpec, owner: str | None = None) -> SearchStudy:
     """Validate ``spec`` (space, objectives, sampler, limits) and insert the study row."""
-    from core.config import get_settings
-    from search.study import SAMPLERS, check_objectives
-
-    settings = get_settings()
     spec.design_space()  # raises SpaceError on an invalid space
-    try:
-        check_objectives(spec.objectives)
-    except ValueError as exc:
-        raise StudySpecError(str(exc), "objectives") from exc
-    if spec.sampler not in SAMPLERS:
-        raise StudySpecError(
-            f"unknown sampler {spec.sampler!r}; allowed: {list(SAMPLERS)}", "sampler"
-        )
-    limits = [
-        ("n_trials", spec.n_trials, settings.max_trials),
-        ("parallelism", spec.parallelism, settings.max_parallelism),
-        ("steps", spec.steps, settings.max_steps),
-        ("seeds", len(spec.seeds), settings.max_seeds),
-    ]
-    for field, value, limit in limits:
-        if value > limit:
-            raise StudySpecError(f"{field} {value} exceeds the service limit {limit}", field)
+    _check_search(spec)
+    _check_limits(spec)
     _check_workload(spec.workload, spec.steps, spec.queue)
     row = SearchStudy(
         name=spec.name or f"study-{uuid.uuid4().hex[:8]}",
@@ -112,6 +93,36 @@ def create_study(session: Session, spec: StudySpec, owner: str | None = None) ->
     session.add(row)
     session.flush()
     return row
+
+
+def _check_search(spec: StudySpec) -> None:
+    """Objectives and sampler are ones Optuna's side knows (StudySpecError otherwise)."""
+    from search.study import SAMPLERS, check_objectives
+
+    try:
+        check_objectives(spec.objectives)
+    except ValueError as exc:
+        raise StudySpecError(str(exc), "objectives") from exc
+    if spec.sampler not in SAMPLERS:
+        raise StudySpecError(
+            f"unknown sampler {spec.sampler!r}; allowed: {list(SAMPLERS)}", "sampler"
+        )
+
+
+def _check_limits(spec: StudySpec) -> None:
+    """Trials, parallelism, steps and seeds within the service's caps (Settings)."""
+    from core.config import get_settings
+
+    settings = get_settings()
+    limits = [
+        ("n_trials", spec.n_trials, settings.max_trials),
+        ("parallelism", spec.parallelism, settings.max_parallelism),
+        ("steps", spec.steps, settings.max_steps),
+        ("seeds", len(spec.seeds), settings.max_seeds),
+    ]
+    for field, value, limit in limits:
+        if value > limit:
+            raise StudySpecError(f"{field} {value} exceeds the service limit {limit}", field)
 
 
 def _check_workload(name: str, steps: int, queue: str) -> None:

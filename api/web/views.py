@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.models import Recipe, Run, RunMetric
+from records.runs import run_dict
 
 PER_PAGE = 25
 MAX_COMPARE = 8
@@ -136,36 +137,8 @@ def _finite(v: Any) -> bool:
 
 
 def run_row(r: Run) -> dict[str, Any]:
-    """The columns the pages show for one run."""
-    return {
-        "id": r.id,
-        "workload": r.workload,
-        "steps": r.steps,
-        "seed": r.seed,
-        "lr": r.lr,
-        "queue": r.queue,
-        "status": r.status,
-        "attempts": r.attempts,
-        "failure_reason": r.failure_reason,
-        "reused_from_id": r.reused_from_id,
-        "experiment_id": r.experiment_id,
-        "trial_id": r.trial_id,
-        "final_val_loss": r.final_val_loss,
-        "steps_to_target": r.steps_to_target,
-        "target_loss": r.target_loss,
-        "stopped_step": r.stopped_step,
-        "tokens_per_s": r.tokens_per_s,
-        "wall_s": r.wall_s,
-        "state_bytes": r.state_bytes,
-        "n_params": r.n_params,
-        "state_bytes_per_param": r.state_bytes_per_param,
-        "peak_mem_bytes": r.peak_mem_bytes,
-        "created_at": r.created_at,
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-        **trial_link(r),
-        "origin": run_origin(r),
-    }
+    """One run as the pages show it: ``records.runs.run_dict`` plus its trial link and origin."""
+    return {**run_dict(r), **trial_link(r), "origin": run_origin(r)}
 
 
 def trial_link(r: Run) -> dict[str, Any]:
