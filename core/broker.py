@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 TRAIN_RUN = "optforge.train_run"
 STUDY_TICK = "optforge.study_tick"
 BENCHMARK_TICK = "optforge.benchmark_tick"
-RUN_QUEUES = ("cpu", "gpu")
+GPU_COUNTS = (1, 2, 4, 8)  # processes of one run; a run of N > 1 GPUs goes to queue gpu-N
+RUN_QUEUES = ("cpu", "gpu", *(f"gpu-{n}" for n in GPU_COUNTS[1:]))
 # Short control tasks (study ticks, reaps): every worker consumes this queue too.
 CONTROL_QUEUE = "control"
 
@@ -88,6 +89,14 @@ class _ClientCache:
 
 
 get_celery_client = _ClientCache()
+
+
+def run_queue(device_queue: str, gpus: int) -> str:
+    """The queue of a run of ``gpus`` processes: ``cpu`` (gloo ranks on one CPU worker), ``gpu``
+    (one GPU) or ``gpu-N`` (served by workers on nodes with N GPUs)."""
+    if gpus not in GPU_COUNTS:
+        raise ValueError(f"gpus must be one of {list(GPU_COUNTS)}, got {gpus!r}")
+    return device_queue if device_queue == "cpu" or gpus == 1 else f"gpu-{gpus}"
 
 
 def send_run(run_id: int, queue: str = "cpu") -> None:

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Redis redelivers unacked messages after this; longer than the longest run (12 h).
     visibility_timeout_s: int = 43_200
     torch_threads: int | None = None  # per worker process; None = torch's default
+    # Multi-process runs (torchrun): collectives time out after this, and the launcher stops a
+    # group that reports no curve point for this long (a dead or hung rank fails the attempt).
+    dist_timeout_s: float = Field(default=300.0, gt=0)
     default_queue: Literal["cpu", "gpu"] = "cpu"
 
     # --- API ---------------------------------------------------------------------------------

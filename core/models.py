@@ -275,6 +275,9 @@ class Run(Base):
     warmup_frac: Mapped[float | None] = mapped_column(Float)
     eval_protocol: Mapped[int] = mapped_column(Integer, default=EVAL_PROTOCOL)
     queue: Mapped[str] = mapped_column(String(16), default="cpu")
+    # processes of the run (one per GPU; CPU ranks use gloo) and how they split the model
+    gpus: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    parallel: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.queued, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(200))

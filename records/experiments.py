@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.broker import run_queue
 from core.config import Settings, get_settings
 from core.errors import Conflict, NotFound
 from core.models import Experiment, Run, RunStatus
@@ -71,6 +72,12 @@ class ExperimentCreate(BaseModel):
     lr: float | None = Field(None, description="one lr for every recipe (default: recipe's)")
     lr_grid: list[float] | None = Field(None, min_length=1, description="lrs to sweep")
     queue: Literal["cpu", "gpu"] | None = Field(None, description="worker queue")
+    gpus: Literal[1, 2, 4, 8] = Field(
+        1, description="processes per run under torchrun: GPUs (queue gpu-N), or gloo CPU ranks"
+    )
+    parallel: Literal["none", "ddp", "fsdp"] | None = Field(
+        None, description="how several processes split a run (default: fsdp when gpus > 1)"
+    )
     name: str | None = Field(None, max_length=200)
 
     @field_validator("recipes", mode="before")
@@ -129,6 +136,18 @@ class ExperimentCreate(BaseModel):
         if self.lr is not None and self.lr_grid is not None:
             raise ValueError("give 'lr' or 'lr_grid', not both")
         return self
+
+    @model_validator(mode="after")
+    def _parallel_needs_gpus(self) -> ExperimentCreate:
+        if self.gpus == 1 and self.parallel not in (None, "none"):
+            raise ValueError(f"parallel {self.parallel!r} needs gpus > 1")
+        if self.gpus > 1 and self.parallel == "none":
+            raise ValueError("gpus > 1 needs parallel 'ddp' or 'fsdp'")
+        return self
+
+    def layout(self) -> tuple[int, str]:
+        """``(processes, parallel mode)`` of every run of the experiment."""
+        return self.gpus, self.parallel or ("fsdp" if self.gpus > 1 else "none")
 
 
 class PlannedRun(BaseModel):
@@ -191,7 +210,8 @@ def plan_experiment(spec: ExperimentCreate, settings: Settings | None = None) ->
             for lr in lrs
             for s in spec.seeds
         ]
-    return Plan(workload=workload.name, steps=steps, queue=queue, recipes=recipes, runs=runs)
+    queue_n = run_queue(queue, spec.gpus)
+    return Plan(workload=workload.name, steps=steps, queue=queue_n, recipes=recipes, runs=runs)
 
 
 def _recipe_lr(canonical: dict[str, Any]) -> float | None:
@@ -241,6 +261,7 @@ def create_experiment(
             queue=plan.queue,
             status=RunStatus.queued,
         )
+        run.gpus, run.parallel = spec.layout()
         reuse_if_stored(session, run)
         session.add(run)
         session.flush()

@@ -1,7 +1,8 @@
 """Shared by experiments and studies: recipe rows and reuse of stored run results.
 
-An identical run (recipe, workload, steps, seed, lr) that already succeeded is not retrained:
-the new run row becomes a succeeded copy with ``reused_from_id`` pointing at the original.
+An identical run (recipe, workload, steps, seed, lr, process layout) that already succeeded is
+not retrained: the new run row becomes a succeeded copy with ``reused_from_id`` pointing at
+the original.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def upsert_recipe_row(
 
 
 def succeeded_twin(session: Session, run: Run) -> Run | None:
-    """The oldest succeeded run identical to ``run`` (recipe, workload, steps, seed, lr, warmup)
+    """The oldest succeeded run identical to ``run`` (recipe, workload, steps, seed, lr, warmup,
+    process layout)
     whose final loss was measured under the current evaluation protocol."""
     warmup = (
         Run.warmup_frac.is_(None)
@@ -52,6 +54,8 @@ def succeeded_twin(session: Session, run: Run) -> Run | None:
             Run.seed == run.seed,
             Run.lr == run.lr,
             warmup,
+            Run.gpus == (run.gpus or 1),
+            Run.parallel == (run.parallel or "none"),
             Run.eval_protocol == EVAL_PROTOCOL,
             Run.status == RunStatus.succeeded,
         )

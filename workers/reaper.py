@@ -88,18 +88,8 @@ def expire_leases(now: datetime) -> tuple[list[tuple[int, str]], int, set[int]]:
         ).all()
         for row in rows:
             final = row.attempts >= max_attempts
-            values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
             reason = f"lease of {row.lease_owner} expired (worker lost) on attempt {row.attempts}"
-            if row.cancel_requested:  # nobody wants it any more: do not train it again
-                values.update(status=RunStatus.cancelled, finished_at=now, failure_reason=reason)
-            elif final:
-                values.update(
-                    status=RunStatus.failed,
-                    finished_at=now,
-                    failure_reason=f"{reason}; gave up after {row.attempts} attempts",
-                )
-            else:
-                values.update(status=RunStatus.queued, dispatched_at=now, failure_reason=reason)
+            values = release_values(row.attempts, row.cancel_requested, reason, now)
             res = session.execute(
                 update(Run)
                 .where(
@@ -121,6 +111,43 @@ def expire_leases(now: datetime) -> tuple[list[tuple[int, str]], int, set[int]]:
             else:
                 out.append((row.id, row.queue))
     return out, failed, studies
+
+
+def release_values(
+    attempts: int, cancel_requested: bool, reason: str, now: datetime
+) -> dict[str, object]:
+    """Column values of a running run whose attempt ended without a result of its own:
+    cancelled (nobody wants it), failed (``max_attempts`` spent) or queued for another try."""
+    values: dict[str, object] = {"lease_owner": None, "lease_expires_at": None}
+    if cancel_requested:
+        values.update(status=RunStatus.cancelled, finished_at=now, failure_reason=reason)
+    elif attempts >= get_settings().max_attempts:
+        values.update(
+            status=RunStatus.failed,
+            finished_at=now,
+            failure_reason=f"{reason}; gave up after {attempts} attempts",
+        )
+    else:
+        values.update(status=RunStatus.queued, dispatched_at=now, failure_reason=reason)
+    return values
+
+
+def release_run(run_id: int, owner: str, reason: str) -> tuple[int, str] | None:
+    """Give back the run ``owner`` is training, as an expired lease would (a rank of a
+    multi-process run died: not the recipe's fault). Returns ``(run_id, queue)`` to dispatch
+    when it was queued again, else None."""
+    now = datetime.now(UTC)
+    owned = (Run.id == run_id, Run.lease_owner == owner, Run.status == RunStatus.running)
+    with session_scope() as session:
+        row = session.execute(
+            select(Run.attempts, Run.queue, Run.cancel_requested).where(*owned)
+        ).one_or_none()
+        if row is None:
+            return None
+        values = release_values(row.attempts, row.cancel_requested, reason, now)
+        res = session.execute(update(Run).where(*owned).values(**values))
+        requeued = bool(getattr(res, "rowcount", 0)) and values["status"] == RunStatus.queued
+    return (run_id, row.queue) if requeued else None
 
 
 def lost_messages(

@@ -63,6 +63,8 @@ class Claim:
     study_id: int | None
     warmup_frac: float | None = None
     benchmark_id: int | None = None
+    gpus: int = 1  # processes (torchrun ranks) of the run
+    parallel: str = "none"  # none | ddp | fsdp
 
 
 def claim_run(run_id: int, owner: str) -> Claim | None:
@@ -129,6 +131,8 @@ def _claim_of(session: Session, run_id: int, owner: str) -> Claim:
         study_id=trial.study_id if trial else None,
         warmup_frac=run.warmup_frac,
         benchmark_id=cell.benchmark_id if cell else None,
+        gpus=run.gpus,
+        parallel=run.parallel,
     )
 
 

@@ -23,9 +23,10 @@ from workers.runs_db import (
     new_owner,
     result_values,
 )
+from workers.train_types import RankFailure
 
 if TYPE_CHECKING:
-    from workers.train import Callbacks, MetricPoint
+    from workers.train import Callbacks, MetricPoint, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +104,48 @@ def _notify_owners(claim: Claim) -> None:
             log.warning("tick for %s %s not sent", send.__name__, owner_id, exc_info=True)
 
 
-def _train(claim: Claim, lease: Lease, curve: CurveWriter, **local: Any) -> str:
+def _run(claim: Claim, callbacks: Callbacks, **local: Any) -> TrainResult:
+    """Train in this process, or under torchrun when the run spans several processes."""
     from workers.train import run_workload
 
-    on_point = local.pop("on_point", None)
-    callbacks = RunCallbacks(claim, lease, curve, on_point).trainer_callbacks()
-    try:
-        result = run_workload(
-            claim.workload,
-            claim.recipe,
+    if claim.gpus > 1:
+        from workers.launch import run_distributed
+        from workers.rank_main import RankJob
+
+        device = local.get("device") or ("cpu" if claim.queue == "cpu" else "cuda")
+        job = RankJob(
+            workload=claim.workload,
+            recipe=claim.recipe,
             steps=claim.steps,
             seed=claim.seed,
             lr=claim.lr,
-            callbacks=callbacks,
             warmup_frac=claim.warmup_frac,
-            **local,
+            device=device,
+            parallel=claim.parallel,  # type: ignore[arg-type]
+            world_size=claim.gpus,
+            data_path=str(local["data_path"]) if local.get("data_path") else None,
         )
+        return run_distributed(job, callbacks)
+    return run_workload(
+        claim.workload,
+        claim.recipe,
+        steps=claim.steps,
+        seed=claim.seed,
+        lr=claim.lr,
+        callbacks=callbacks,
+        warmup_frac=claim.warmup_frac,
+        **local,
+    )
+
+
+def _train(claim: Claim, lease: Lease, curve: CurveWriter, **local: Any) -> str:
+    on_point = local.pop("on_point", None)
+    callbacks = RunCallbacks(claim, lease, curve, on_point).trainer_callbacks()
+    try:
+        result = _run(claim, callbacks, **local)
         values = result_values(result, claim)
+    except RankFailure as exc:  # not the recipe's fault: another attempt, as for a lost worker
+        return _give_back(claim, exc)
     except Exception as exc:  # noqa: BLE001 - any trainer error is the run's failure reason
         if lease.lost.is_set():
             return "lost"
@@ -133,6 +159,24 @@ def _train(claim: Claim, lease: Lease, curve: CurveWriter, **local: Any) -> str:
     if values["status"] == "cancelled" and not lease.cancelled.is_set():
         return "lost"
     return str(values["status"]) if finish_run(claim, values, curve.take()) else "lost"
+
+
+def _give_back(claim: Claim, exc: RankFailure) -> str:
+    """Queue the run again (or fail it once its attempts are spent) and send it."""
+    from core.broker import dispatch_run
+    from core.db import with_retry
+    from workers.reaper import release_run
+
+    reason = f"attempt {claim.attempt}: {exc}"[:2000]
+    log.warning("run %s: a rank failed: %s", claim.run_id, exc)
+    again = with_retry(lambda: release_run(claim.run_id, claim.owner, reason), "release")
+    if again is None:
+        return "failed"
+    try:
+        dispatch_run(*again)
+    except Exception:  # noqa: BLE001 - the reaper re-sends queued runs whose message is lost
+        log.warning("re-dispatch of run %s failed (the reaper will resend)", claim.run_id)
+    return "requeued"
 
 
 def _database_error(exc: BaseException) -> bool:

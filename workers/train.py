@@ -36,6 +36,7 @@ from core.workloads import get_workload
 from workers.data import Batches, load_data
 from workers.hardware import default_device, environment, peak_mem
 from workers.model import build_model
+from workers.parallel import RankBatches, RankContext
 from workers.train_types import Callbacks, MetricPoint, Status, TrainConfig, TrainResult
 
 __all__ = [
@@ -69,8 +70,13 @@ def run_workload(
     data_path: Path | str | None = None,
     cache_dir: Path | None = None,
     warmup_frac: float | None = None,
+    rank: RankContext | None = None,
 ) -> TrainResult:
     """Build the workload's data and model (seeded), the recipe's optimizer, and train.
+
+    ``rank`` (a torchrun rank, :mod:`workers.parallel`): the model is wrapped (DDP) or sharded
+    (FSDP2) after it is built, the optimizer sees the unwrapped parameter names, and this rank
+    trains on its share of every batch.
 
     ``steps`` None = the workload's default; ``lr`` None = the recipe's lr; ``warmup_frac``
     None = the trainer's default (0.1). ``data_path`` is the
@@ -80,12 +86,25 @@ def run_workload(
     if cache_dir is None:
         cache_dir = get_settings().cache_dir
     assert cache_dir is not None
-    dev = device or default_device()
+    ctx = rank or RankContext(device=device or default_device())
     data = load_data(spec, seed, Path(cache_dir), Path(data_path) if data_path else None)
-    model = build_model(spec.model, seed=seed).to(dev)
+    model = build_model(spec.model, seed=seed).to(ctx.device)
+    trained = ctx.wrap(model)
     optimizer = optim_core.build(resolve_recipe(recipe), model, lr=lr, model_facts=spec.model)
-    config = workload_config(spec, steps or spec.default_steps, seed, dev, warmup_frac)
-    return train(model, optimizer, data, config, callbacks)
+    config = workload_config(spec, steps or spec.default_steps, seed, ctx.device, warmup_frac)
+    if ctx.world_size > 1:
+        data = RankBatches(data, ctx)
+    return _with_rank_facts(train(trained, optimizer, data, config, callbacks, ctx), ctx)
+
+
+def _with_rank_facts(result: TrainResult, ctx: RankContext) -> TrainResult:
+    """Record the parallel layout; FSDP state bytes are the sum of the ranks' shards."""
+    result.env.update(parallel=ctx.mode, world_size=ctx.world_size)
+    if ctx.mode == "fsdp":
+        result.env["state_bytes_per_rank"] = result.state_bytes
+        result.state_bytes = ctx.total(result.state_bytes)
+        result.state_bytes_per_param = result.state_bytes / max(1, result.n_params)
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,12 +118,14 @@ def train(
     data: Batches,
     config: TrainConfig,
     callbacks: Callbacks | None = None,
+    rank: RankContext | None = None,
 ) -> TrainResult:
-    """Train ``model`` for ``config.steps`` steps; never raises for a diverging run."""
+    """Train ``model`` for ``config.steps`` steps; never raises for a diverging run. ``rank``:
+    this process's place in a multi-process run (curve losses are averaged over the ranks)."""
     device, amp, sched = setup(optimizer, config)  # also seeds torch, resets CUDA peak memory
     params = [p for p in model.parameters() if p.requires_grad]
     validate = partial(evaluate, model, data, device, amp)  # validate(final) -> val loss
-    run = Progress(data.tokens_per_batch, sum(p.numel() for p in params))  # the clock starts
+    run = Progress(data.tokens_per_batch, sum(p.numel() for p in params), rank)  # clock starts
     model.train()
     status, stopped = RUNNING
     step = 0
@@ -143,6 +164,7 @@ class Progress:
 
     tokens_per_batch: int
     n_params: int
+    rank: RankContext | None = None  # None: one process
     curve: list[MetricPoint] = field(default_factory=list)
     window: list[Tensor] = field(default_factory=list)  # step losses since the last point
     first_loss: float | None = None
@@ -158,7 +180,8 @@ def checkpoint(
 ) -> tuple[Status, int | None]:
     """Every ``log_every`` steps and at evaluations: divergence check of the window, a curve
     point (with the validation loss at eval points), the callbacks -> (status, stopped step)."""
-    losses = torch.stack(run.window).float().cpu()
+    window = torch.stack(run.window)  # every rank takes the same divergence decision:
+    losses = (run.rank.mean(window) if run.rank else window).float().cpu()
     run.window.clear()
     bad = diverged_at(losses, run, config.explode_factor)
     if bad is not None:

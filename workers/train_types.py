@@ -13,6 +13,11 @@ from typing import Any, Literal
 Status = Literal["succeeded", "diverged", "cancelled", "pruned"]
 
 
+class RankFailure(RuntimeError):
+    """A rank of a multi-process run (or torchrun itself) died or hung: the attempt ends without
+    a result of its own and the run is retried like a lost worker's (:mod:`workers.launch`)."""
+
+
 @dataclass
 class TrainConfig:
     """Everything about the loop that is not the model, the optimizer or the data."""

@@ -16,19 +16,16 @@ import typer
 
 db_app = typer.Typer(help="Database migrations (Alembic, version table optforge_alembic_version).")
 
-QUEUE_CHOICES = ("cpu", "gpu")
-
 
 def parse_queues(queues: str) -> list[str]:
-    """``"gpu"`` / ``"cpu,gpu"`` -> run queues plus the control queue every worker serves."""
-    from core.broker import CONTROL_QUEUE
+    """``"gpu"`` / ``"cpu,gpu"`` / ``"gpu-4"`` -> run queues plus the control queue every worker
+    serves (a node with N GPUs serves ``gpu-N`` with concurrency 1: each run takes all N)."""
+    from core.broker import CONTROL_QUEUE, RUN_QUEUES
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
-    bad = [q for q in names if q not in QUEUE_CHOICES]
+    bad = [q for q in names if q not in RUN_QUEUES]
     if bad or not names:
-        raise typer.BadParameter(
-            f"queues must be among {', '.join(QUEUE_CHOICES)}; got {queues!r}"
-        )
+        raise typer.BadParameter(f"queues must be among {', '.join(RUN_QUEUES)}; got {queues!r}")
     return [*dict.fromkeys(names), CONTROL_QUEUE]
 
 
@@ -48,7 +45,9 @@ def worker_argv(queues: list[str], concurrency: int, loglevel: str, pool: str) -
 
 
 def worker(
-    queues: Annotated[str, typer.Option(help="comma-separated: cpu, gpu")] = "",
+    queues: Annotated[
+        str, typer.Option(help="comma-separated: cpu, gpu, gpu-2, gpu-4, gpu-8")
+    ] = "",
     concurrency: Annotated[int, typer.Option(min=1, help="training processes")] = 1,
     loglevel: Annotated[str, typer.Option(help="celery log level")] = "info",
     pool: Annotated[str, typer.Option(help="celery pool: prefork | solo")] = "prefork",
