@@ -89,8 +89,9 @@ def comm_bytes_per_step(
 ) -> tuple[int, ...]:
     """Bytes each rank receives in the optimizer step's own collectives (FSDP2's all-gather
     and reduce-scatter of the training step not included): per whole-matrix parameter of
-    ``N`` elements, the all-gather of weight and gradient (``2·(N − n_r)`` elements for a local
-    shard of ``n_r``) and, on non-owners, the broadcast of the new weight (``N``); per
+    ``N`` elements, its owner receives the other ranks' shards of weight and gradient
+    (``2·(N − n_owner)``, :mod:`optim_core.dist_exchange`) and every other rank ``r`` its
+    ``n_r`` rows of the new weight; per
     shard-local parameter, the fp32 statistics its norms all-reduce (``k`` elements:
     :func:`optim_core.dist_norms.allreduce_numel`, counted as a ring all-reduce,
     ``2·(w − 1)/w·k``); nothing for elementwise pipelines."""
@@ -112,6 +113,5 @@ def _received(item: _Placed, world: int, rank: int, dtype: torch.dtype) -> int:
             if isinstance(st, Normalize) and st.kind in REDUCIBLE
         )
         return 4 * (2 * (world - 1) * k // world)
-    n = numel(item.shape)
     local = numel(shard_shape(item.shape, world, rank))
-    return size * (2 * (n - local) + (n if rank != item.owner else 0))
+    return size * (2 * (numel(item.shape) - local) if rank == item.owner else local)

@@ -11,10 +11,10 @@ dim 0 over a 1-D device mesh. :func:`path_of` picks, per parameter, from its com
   for the local shard only (ZeRO-style); only those norms communicate (a few vectors).
 - ``"owner"``: some stage needs the whole matrix (ns, whiten, svd, low-rank projection, COSMOS,
   Adafactor's factored statistics, Adam-mini blocks, Q-GaLore's weight grid, FRUGAL's block
-  choice, Muon's shape factor): the weight and
-  gradient are all-gathered, one rank (assigned round-robin over such parameters in model
-  order) runs the exact single-process pipeline on the full matrix and holds the full state,
-  and broadcasts the new weight; every rank keeps its shard of it.
+  choice, Muon's shape factor): one rank (assigned round-robin over such parameters in
+  model order) receives the shards of weight and gradient, runs the exact single-process
+  pipeline on the full matrix, holds the full state, and sends every rank its rows of the new
+  weight (:mod:`optim_core.dist_exchange`).
 
 :func:`assign_owners` and :func:`shard_rows` are the rules the runtime
 (:mod:`optim_core.distributed`) and the analytical accounting (:mod:`optim_core.dist_accounting`)

@@ -9,11 +9,12 @@ path of :func:`optim_core.dist_plan.path_of`:
   (8/4-bit) is blocked per shard: blocks never straddle a shard boundary, and the layout equals
   the unsharded one when a shard's size is a multiple of the block (see docs/distributed.md).
   A fully replicated ``DTensor`` is local whatever its stages.
-- owner: the weight and the gradient are all-gathered (``full_tensor()``); the owner rank
-  (round-robin, :func:`optim_core.dist_plan.assign_owners`) runs the single-process pipeline
-  on the full matrix with the full state, then broadcasts the new weight, of which every rank
-  keeps its shard. Other ranks hold no state for it. On meshes of more than one dimension every
-  rank computes the full update itself (state replicated), without the broadcast.
+- owner: the owner rank (round-robin, :func:`optim_core.dist_plan.assign_owners`) receives
+  the shards of weight and gradient from every rank (one ``all_to_all`` for all such
+  parameters of a param group, :mod:`optim_core.dist_exchange`), runs the single-process
+  pipeline on the full matrix with the full state, and sends each rank its rows of the new
+  weight (a second ``all_to_all``). Other ranks hold no state for it. On meshes of more than
+  one dimension every rank all-gathers and computes the full update itself (state replicated).
 
 Every rank must step the same parameters in the same order (FSDP2 gives every rank a gradient
 for every parameter, or none), since the owner path runs collectives.
@@ -30,6 +31,7 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 from optim_core.base import Stage
+from optim_core.dist_exchange import gather_to_owners, scatter_from_owners
 from optim_core.dist_norms import Reduce
 from optim_core.dist_plan import StepPath, assign_owners, localize, path_of
 
@@ -113,11 +115,32 @@ def step_dtensors(opt: SteppingOptimizer, params: Sequence[Tensor], group: dict[
     owners = owners_of(opt)
     local = [p for p in params if owners.get(p) is None]
     opt._step_group(local, group, [_local_view(p) for p in local])
+    batches: dict[tuple[Any, ...], list[Tensor]] = {}
     for p in params:
         owner = owners.get(p)
-        if owner is not None:
-            assert isinstance(p, DTensor) and isinstance(p.grad, DTensor)
-            _step_whole(opt, p, p.grad, group, owner)
+        if owner == EVERY_RANK:
+            _step_everywhere(opt, p, group)
+        elif owner is not None and isinstance(p, DTensor):
+            batches.setdefault((p.dtype, p.device_mesh), []).append(p)
+    for batch in batches.values():  # same order on every rank: params' order
+        _step_owned(opt, batch, group, owners)
+
+
+def _step_owned(
+    opt: SteppingOptimizer,
+    params: list[Tensor],
+    group: dict[str, Any],
+    owners: dict[Tensor, int | None],
+) -> None:
+    """Whole matrices on their owner ranks (one dtype and 1-D mesh): two all-to-alls."""
+    assert isinstance(params[0], DTensor)
+    pg = params[0].device_mesh.get_group()
+    views = {p: _local_view(p) for p in params}
+    fulls = gather_to_owners(params, views, owners, pg)
+    for p, view in fulls.items():
+        opt._step_param(p, group, view=view)
+    weights = {p: w for p, (w, _) in fulls.items()}
+    scatter_from_owners(params, weights, owners, {p: v[0] for p, v in views.items()}, pg)
 
 
 def _local_view(p: Tensor) -> tuple[Tensor, Any]:
@@ -128,15 +151,11 @@ def _local_view(p: Tensor) -> tuple[Tensor, Any]:
     return p.to_local(), p.grad.to_local()
 
 
-def _step_whole(
-    opt: SteppingOptimizer, p: DTensor, grad: DTensor, group: dict[str, Any], owner: int
-) -> None:
-    """All-gather weight and gradient, step the full matrix on ``owner``, keep this shard."""
-    mesh = p.device_mesh
-    weight, full_grad = p.full_tensor(), grad.full_tensor()
-    if owner == EVERY_RANK or mesh.get_local_rank() == owner:
-        opt._step_param(p, group, view=(weight, full_grad))
-    if owner != EVERY_RANK:
-        dist.broadcast(weight, group=mesh.get_group(), group_src=owner)
-    mine = distribute_tensor(weight, mesh, p.placements, src_data_rank=None).to_local()
+def _step_everywhere(opt: SteppingOptimizer, p: Tensor, group: dict[str, Any]) -> None:
+    """All-gather weight and gradient, step the full matrix on every rank (a >1-D mesh: the
+    state is replicated), keep this rank's shard."""
+    assert isinstance(p, DTensor) and isinstance(p.grad, DTensor)
+    weight = p.full_tensor()
+    opt._step_param(p, group, view=(weight, p.grad.full_tensor()))
+    mine = distribute_tensor(weight, p.device_mesh, p.placements, src_data_rank=None).to_local()
     p.to_local().copy_(mine)

@@ -90,10 +90,11 @@ def test_one_rank_accounting_is_the_single_process_one() -> None:
 
 
 def test_communication_by_path() -> None:
-    """Elementwise recipes send nothing; whole matrices are gathered (weight + grad, 2 × half
-    of 32·32 fp32 per rank) and broadcast to the non-owner (32·32); sinkhorn all-reduces."""
+    """Elementwise recipes send nothing; the owner of a whole matrix receives the other half
+    of weight and grad (2 × 16·32 fp32), the other rank its new half (16·32); sinkhorn
+    all-reduces."""
     assert comm_bytes_per_step(optim_core.presets.get("adamw"), SHAPES, 2) == (0, 0)
     muon = comm_bytes_per_step(optim_core.presets.get("muon"), SHAPES, 2)
-    assert muon == (4 * 2 * 512, 4 * (2 * 512 + 1024))  # q is owned by rank 0
+    assert muon == (4 * 2 * 512, 4 * 512)  # q is owned by rank 0
     sink = comm_bytes_per_step(optim_core.presets.get("sinkgd"), SHAPES, 2)
     assert sink == (4 * 5 * 32, 4 * 5 * 32)  # ring all-reduce of 5 column-sum vectors
