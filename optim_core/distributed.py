@@ -102,7 +102,7 @@ def owners_of(opt: SteppingOptimizer) -> dict[Tensor, int | None]:
     table: dict[Tensor, int | None] = {}
     for p, owner in zip(params, assign_owners(paths, world), strict=True):
         if owner is None and not _replicated(p):
-            reduce = _sum_over(p.device_mesh.get_group())
+            reduce = _sum_over(p.device_mesh.get_group()) if _rows_whole(p) else None
             opt._stages[p] = localize(opt._stages[p], tuple(p.shape), reduce)
         table[p] = EVERY_RANK if owner is not None and p.device_mesh.ndim > 1 else owner
     _OWNERS[opt] = table

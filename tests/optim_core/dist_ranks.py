@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
@@ -105,14 +106,25 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, kind: str) -> None:
         opt.zero_grad()
 
 
-def shard(model: nn.Module) -> nn.Module:
-    """FSDP2: each child module (block of a ModuleList) with parameters, then the root."""
+def shard(model: nn.Module, mesh: DeviceMesh | None = None) -> nn.Module:
+    """FSDP2: each child module (block of a ModuleList) with parameters, then the root; on a
+    2-D ``mesh`` that is HSDP (replicated over dim 0, sharded over dim 1)."""
     for child in model.children():
         for block in child if isinstance(child, nn.ModuleList) else [child]:
             if any(True for _ in block.parameters()):
-                fully_shard(block)
-    fully_shard(model)
+                fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     return model
+
+
+def wrap(model: nn.Module, mode: str, world: int) -> nn.Module:
+    """``fsdp`` (1-D mesh), ``hsdp`` (a (1, world) mesh: parameters placed (Replicate(),
+    Shard(0)), the >1-D mesh path) or ``ddp``."""
+    if mode == "fsdp":
+        return shard(model)
+    if mode == "hsdp":
+        return shard(model, init_device_mesh("cpu", (1, world), mesh_dim_names=("dp", "fs")))
+    return DistributedDataParallel(model)
 
 
 def full(p: torch.Tensor) -> torch.Tensor:
@@ -130,16 +142,34 @@ def compare(model: nn.Module, ref: nn.Module) -> float:
 
 
 def parallel_run(preset: str, kind: str, mode: str, world: int) -> dict[str, Any]:
-    """Train under ``mode`` (fsdp | ddp); the model, its optimizer's bytes and the prediction."""
+    """Train under ``mode`` (:func:`wrap`); the model, its optimizer's bytes and the prediction
+    (FSDP2 on a 1-D mesh: :func:`sharded_state_bytes`)."""
     model = MODELS[kind][0]()
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     facts = module_facts(model)
-    model = shard(model) if mode == "fsdp" else DistributedDataParallel(model)
+    model = wrap(model, mode, world)
     opt = optim_core.build(optim_core.presets.get(preset), model)
     train(model, opt, kind)
     recipe = optim_core.presets.get(preset)
     predicted = sharded_state_bytes(recipe, shapes, world, model_facts=facts).per_rank
-    return {"model": model, "bytes": optim_core.measure_state_bytes(opt), "predicted": predicted}
+    return {
+        "model": model,
+        "bytes": optim_core.measure_state_bytes(opt),
+        "predicted": predicted,
+        "reloads": reloads(opt, model, preset),
+    }
+
+
+def reloads(opt: torch.optim.Optimizer, model: nn.Module, preset: str) -> bool:
+    """Whether this rank's ``state_dict`` loads into a fresh optimizer with equal tensors."""
+    fresh = optim_core.build(optim_core.presets.get(preset), model)
+    fresh.load_state_dict(opt.state_dict())
+    pairs = [(opt.state[p], fresh.state[p]) for p in model.parameters()]
+    return all(
+        a.keys() == b.keys()
+        and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+        for a, b in pairs
+    )
 
 
 def one_case(preset: str, kind: str, modes: list[str], world: int) -> dict[str, Any]:
@@ -156,6 +186,7 @@ def one_case(preset: str, kind: str, modes: list[str], world: int) -> dict[str, 
             "bytes": run["bytes"],
             "single_bytes": single,
             "predicted": list(run["predicted"]),
+            "reloads": run["reloads"],
         }
     return out
 

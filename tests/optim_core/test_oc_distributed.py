@@ -24,7 +24,12 @@ SHARD_LOCAL = {"adamw", "sgd", "signum", "lion", "adamw_8bit", "adamw_4bit", "si
 # straddling it in the unsharded layout is two blocks here: measured 1.6e-3 after 20 steps
 # (2026-12-07), tolerance 1e-2. Exact wherever a shard's size is a multiple of the block.
 ODD = {"adamw": EXACT, "muon": EXACT, "sinkgd": EXACT, "adamw_4bit": EXACT, "adamw_8bit": 1e-2}
-CASES = [[p, "lm", ["fsdp", "ddp"]] for p in presets.names()] + [[p, "odd", ["fsdp"]] for p in ODD]
+# HSDP ((1, 2) mesh, placements (Replicate(), Shard(0))): the >1-D mesh path, where a whole
+# matrix is all-gathered and stepped on every rank
+HSDP = ["adamw_8bit", "muon", "sinkgd", "scale"]
+CASES = [[p, "lm", ["fsdp", "ddp"] + (["hsdp"] if p in HSDP else [])] for p in presets.names()] + [
+    [p, "odd", ["fsdp"]] for p in ODD
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +65,20 @@ def test_fsdp_state_bytes_per_rank(ranks: list[dict[str, Any]]) -> None:
             assert sum(measured) == first["single_bytes"], case
         if case.split("/")[0] in SHARD_LOCAL and case.endswith("/lm"):
             assert measured[0] == measured[1] == first["single_bytes"] // 2, case
+
+
+def test_hsdp_matches_single_process(ranks: list[dict[str, Any]]) -> None:
+    for preset in HSDP:
+        for rank in range(WORLD):
+            got = ranks[rank][f"{preset}/lm"]["hsdp"]
+            assert got["rel"] <= EXACT, (preset, got)
+
+
+def test_state_dict_reloads_on_every_rank(ranks: list[dict[str, Any]]) -> None:
+    for rank in range(WORLD):
+        for case, modes in ranks[rank].items():
+            for mode, got in modes.items():
+                assert got["reloads"], (rank, case, mode)
 
 
 def test_ddp_every_preset_matches_single_process(ranks: list[dict[str, Any]]) -> None:
