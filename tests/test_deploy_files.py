@@ -60,6 +60,17 @@ def test_worker_reserves_gpu_and_listens_on_gpu_queue() -> None:
     assert "gpu" in worker["command"][worker["command"].index("--queues") + 1]
 
 
+def test_multi_gpu_worker_reserves_as_many_gpus_as_its_queue_names() -> None:
+    from core.broker import RUN_QUEUES
+
+    worker = SERVICES["worker-gpu4"]
+    queue = worker["command"][worker["command"].index("--queues") + 1]
+    assert queue in RUN_QUEUES and queue.startswith("gpu-")
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["count"] == int(queue.removeprefix("gpu-"))
+    assert worker["command"][worker["command"].index("--concurrency") + 1] == "1"
+
+
 def test_migrations_run_before_api_and_worker() -> None:
     for name in ("api", "worker"):
         dep = SERVICES[name]["depends_on"]["migrate"]

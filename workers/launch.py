@@ -26,8 +26,7 @@ from typing import IO, Any
 
 from core.config import get_settings
 from core.process import die_with_parent
-from workers.rank_main import RankJob
-from workers.train_types import Callbacks, MetricPoint, RankFailure, TrainResult
+from workers.train_types import Callbacks, MetricPoint, RankFailure, RankJob, TrainResult
 
 POLL_S = 0.2
 LOG_TAIL_CHARS = 4000

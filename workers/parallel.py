@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -30,9 +29,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from workers.data import Batches
-
-ParallelMode = Literal["none", "ddp", "fsdp"]
-PARALLEL_MODES: tuple[str, ...] = ("none", "ddp", "fsdp")
+from workers.train_types import ParallelMode
 
 
 @dataclass(frozen=True)

@@ -19,43 +19,19 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from core.config import get_settings
 from core.process import die_with_parent
-from workers.parallel import ParallelMode, RankContext, init_rank, leave_group
+from workers.parallel import RankContext, init_rank, leave_group
 from workers.train import run_workload
-from workers.train_types import Callbacks, MetricPoint
+from workers.train_types import Callbacks, MetricPoint, RankJob
 
 DECISION_POLL_S = 0.05
-
-
-@dataclass(frozen=True)
-class RankJob:
-    """What every rank of one run trains (written by the launcher as ``job.json``)."""
-
-    workload: str
-    recipe: dict[str, Any]
-    steps: int | None
-    seed: int
-    lr: float | None
-    warmup_frac: float | None
-    device: str
-    parallel: ParallelMode
-    world_size: int
-    data_path: str | None = None
-
-    def write(self, job_dir: Path) -> None:
-        (job_dir / "job.json").write_text(json.dumps(asdict(self)))
-
-    @staticmethod
-    def read(job_dir: Path) -> RankJob:
-        return RankJob(**json.loads((job_dir / "job.json").read_text()))
 
 
 class RankCallbacks:

@@ -6,11 +6,14 @@ Kept apart from the loop (workers/train.py) so callers and the CLI can type agai
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 Status = Literal["succeeded", "diverged", "cancelled", "pruned"]
+ParallelMode = Literal["none", "ddp", "fsdp"]  # how the processes of a run split it
 
 
 class RankFailure(RuntimeError):
@@ -78,3 +81,26 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RankJob:
+    """What every rank of one run trains (written by the launcher as ``job.json``)."""
+
+    workload: str
+    recipe: dict[str, Any]
+    steps: int | None
+    seed: int
+    lr: float | None
+    warmup_frac: float | None
+    device: str
+    parallel: ParallelMode
+    world_size: int
+    data_path: str | None = None
+
+    def write(self, job_dir: Path) -> None:
+        (job_dir / "job.json").write_text(json.dumps(asdict(self)))
+
+    @staticmethod
+    def read(job_dir: Path) -> RankJob:
+        return RankJob(**json.loads((job_dir / "job.json").read_text()))

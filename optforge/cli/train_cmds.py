@@ -34,6 +34,7 @@ from optforge.cli.train_common import (
     stderr_console,
     train_with_progress,
 )
+from workers.train_types import RankJob
 
 
 def register(app: typer.Typer) -> None:
@@ -63,17 +64,20 @@ def run_cmd(
     no_record: bool = typer.Option(
         False, "--no-record", metavar="", help="do not record the run in the database"
     ),
+    gpus: int = typer.Option(1, help="processes under torchrun: GPUs, or gloo ranks on CPU"),
+    parallel: str | None = typer.Option(None, help="ddp | fsdp (default fsdp when --gpus > 1)"),
 ) -> None:
     """Train one seeded run of a recipe on a workload, with a progress bar and a result table.
 
     The run is recorded in the embedded default's database (leaderboard, web pages), and an
     identical run that already succeeded is reused; --no-record trains without recording.
+    With --gpus N the run is N processes under torchrun (docs/distributed.md).
     """
     ref = recipe_ref(preset, recipe)
     dev = check_device(device)
     body = {"recipes": [ref], "workload": workload, "steps": steps, "seeds": [seed], "lr": lr,
-            "queue": queue_for(dev)}  # fmt: skip
-    spec, plan = validated(body, {"seeds": "--seed"})
+            "queue": queue_for(dev), "gpus": gpus, "parallel": parallel}  # fmt: skip
+    spec, plan = validated(body, {"seeds": "--seed", "gpus": "--gpus", "parallel": "--parallel"})
     setup_torch()
     preflight_data(plan.workload, data)
     name, canonical, _ = plan.recipes[0]
@@ -82,7 +86,9 @@ def run_cmd(
     run_lr = plan.runs[0].lr
     console = stderr_console()
     if no_record:
-        out = _train_unrecorded(console, plan, canonical, label, seed, run_lr, dev, data)
+        job = RankJob(plan.workload, canonical, plan.steps, seed, run_lr, None, dev or "cpu",
+                      spec.layout()[1], spec.gpus, str(data) if data else None)  # type: ignore[arg-type]  # fmt: skip
+        out = _train_unrecorded(console, job, label)
     else:
         out = _train_one_recorded(console, spec, label, plan.steps, dev, data)
     if as_json:
@@ -102,19 +108,19 @@ def _print_result(out: dict[str, Any], title: str, as_json: bool) -> None:
         typer.echo(f"run {out['id']}: {page_url('/runs/' + str(out['id']))}")
 
 
-def _train_unrecorded(
-    console: Any, plan: Any, canonical: dict[str, Any], label: str, seed: int, lr: float,
-    device: str | None, data: Path | None,
-) -> dict[str, Any]:  # fmt: skip
+def _train_unrecorded(console: Any, job: RankJob, label: str) -> dict[str, Any]:
     from workers.data import DataUnavailableError
+    from workers.launch import run_distributed
     from workers.train import run_workload
 
     def one(cb: Any) -> Any:
-        return run_workload(plan.workload, canonical, plan.steps, seed, lr, device, cb,
-                            data_path=data)  # fmt: skip
+        if job.world_size > 1:
+            return run_distributed(job, cb)
+        return run_workload(job.workload, job.recipe, job.steps, job.seed, job.lr, job.device,
+                            cb, data_path=job.data_path)  # fmt: skip
 
     try:
-        result = train_with_progress(console, f"{label} on {plan.workload}", one, plan.steps)
+        result = train_with_progress(console, f"{label} on {job.workload}", one, job.steps or 1)
     except DataUnavailableError as exc:
         raise fail(str(exc)) from None
     return result_json(result)

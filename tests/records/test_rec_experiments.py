@@ -184,3 +184,40 @@ def test_any_spec_gives_a_validation_error_or_a_plan(data_dir: Path, data: dict)
         assert exc.errors and all("loc" in e and e["msg"] for e in exc.errors)
         return
     assert plan.runs and all(math.isfinite(r.lr) and r.lr > 0 for r in plan.runs)
+
+
+def test_process_layout_picks_the_queue_and_is_validated(data_dir: Path) -> None:
+    from records.experiments import plan_experiment
+
+    assert _spec().layout() == (1, "none")
+    assert _spec(gpus=2).layout() == (2, "fsdp")  # several processes: FSDP2 unless told
+    assert _spec(gpus=4, parallel="ddp").layout() == (4, "ddp")
+    assert plan_experiment(_spec(gpus=2, queue="gpu")).queue == "gpu-2"
+    assert plan_experiment(_spec(gpus=2, queue="cpu")).queue == "cpu"  # gloo ranks on a CPU node
+    assert plan_experiment(_spec(gpus=1, queue="gpu")).queue == "gpu"
+    with pytest.raises(ValidationError, match="needs gpus > 1"):
+        _spec(parallel="fsdp")
+    with pytest.raises(ValidationError, match="'ddp' or 'fsdp'"):
+        _spec(gpus=2, parallel="none")
+    with pytest.raises(ValidationError) as err:
+        _spec(gpus=3)
+    assert _locs(err.value) == [("gpus",)]
+
+
+def test_a_multi_process_run_is_not_reused_from_a_one_process_result(db: Path) -> None:
+    from core.db import session_scope
+    from core.models import Run
+    from records.experiments import create_experiment
+
+    with session_scope() as s:
+        exp, _ = create_experiment(s, _spec(recipes=["adamw"]))
+        (done,) = s.scalars(select(Run).where(Run.experiment_id == exp.id)).all()
+        done.status, done.final_val_loss = "succeeded", 1.5
+    with session_scope() as s:
+        exp2, ids = create_experiment(s, _spec(recipes=["adamw"], gpus=2))
+        (run,) = s.scalars(select(Run).where(Run.experiment_id == exp2.id)).all()
+        assert ids == [run.id] and run.status == "queued" and run.reused_from_id is None
+        assert (run.gpus, run.parallel) == (2, "fsdp")
+    with session_scope() as s:
+        exp3, ids3 = create_experiment(s, _spec(recipes=["adamw"]))
+        assert ids3 == []  # the same one-process run is still reused

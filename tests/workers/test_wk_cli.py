@@ -63,6 +63,19 @@ def test_run_json_prints_one_object_and_records_the_run(cli: typer.Typer, tmp_pa
     assert f"reuses run {data['id']}" in " ".join(again.stderr.split())
 
 
+def test_run_gpus_trains_under_torchrun_with_the_one_process_loss(cli: typer.Typer) -> None:
+    args = ["run", "--preset", "adamw", "--workload", "synthetic-lm", "--steps", "10", "--json"]
+    one = CliRunner().invoke(cli, [*args, "--no-record"])
+    two = CliRunner().invoke(cli, [*args, "--gpus", "2"])  # recorded: through the task body
+    assert one.exit_code == 0 and two.exit_code == 0, two.output
+    data = json.loads(two.stdout)
+    assert data["env"]["world_size"] == 2 and data["env"]["parallel"] == "fsdp"
+    assert data["final_val_loss"] == pytest.approx(
+        json.loads(one.stdout)["final_val_loss"], rel=1e-4
+    )
+    assert _runs() == [(data["id"], "succeeded", None, "cli")]  # not reused from a 1-process run
+
+
 def test_run_no_record_leaves_the_database_alone(cli: typer.Typer, data_dir: Path) -> None:
     args = ["run", "--preset", "adamw", "--workload", "digits-mlp", "--steps", "10"]
     result = CliRunner().invoke(cli, [*args, "--no-record"])
@@ -93,6 +106,8 @@ MISTAKES = [  # (arguments, words the one-line message must contain)
     (["--preset", "nope"], "unknown preset 'nope'; valid: adamw"),
     (["--device", "tpu"], "--device 'tpu': not a device; use cpu, cuda or cuda:N"),
     (["--seed", "-1"], "--seed: seeds must be in [0, 2**31)"),
+    (["--gpus", "3"], "--gpus: Input should be 1, 2, 4 or 8"),
+    (["--parallel", "ddp"], "parallel 'ddp' needs gpus > 1"),
 ]
 
 

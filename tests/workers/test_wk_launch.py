@@ -17,9 +17,8 @@ import pytest
 
 import optim_core
 from workers.launch import CurveReader, run_distributed
-from workers.rank_main import RankJob
 from workers.train import run_workload
-from workers.train_types import Callbacks, MetricPoint, RankFailure
+from workers.train_types import Callbacks, MetricPoint, RankFailure, RankJob
 
 STEPS = 20
 
