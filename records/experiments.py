@@ -19,6 +19,7 @@ from core.broker import run_queue
 from core.config import Settings, get_settings
 from core.errors import Conflict, NotFound
 from core.models import Experiment, Run, RunStatus
+from core.workloads import WorkloadSpec, get_workload
 from records.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
 from records.reuse import reuse_if_stored, upsert_recipe_row
 
@@ -169,24 +170,45 @@ class Plan(BaseModel):
 
 def plan_experiment(spec: ExperimentCreate, settings: Settings | None = None) -> Plan:
     """Resolve recipes, workload, steps, lrs and queue; check the caps. Raises SpecError."""
-    from core.workloads import get_workload
-
     settings = settings or get_settings()
+    workload = _workload(spec.workload)
+    steps = _steps(spec, workload, settings)
+    queue = run_queue(_device_queue(spec, workload, settings), spec.gpus)
+    _check_run_count(spec, settings)
+    recipes = _resolve_recipes(spec, workload)
+    runs = _planned_runs(spec, recipes, workload.default_lr)
+    return Plan(workload=workload.name, steps=steps, queue=queue, recipes=recipes, runs=runs)
+
+
+def _workload(name: str) -> WorkloadSpec:
     try:
-        workload = get_workload(spec.workload)
+        return get_workload(name)
     except NotFound as exc:
-        raise UnknownNameError.named(("workload",), "workload", spec.workload, exc.valid) from None
+        raise UnknownNameError.named(("workload",), "workload", name, exc.valid) from None
+
+
+def _steps(spec: ExperimentCreate, workload: WorkloadSpec, settings: Settings) -> int:
+    """The run length: the spec's or the workload's default, within both caps."""
     steps = spec.steps or workload.default_steps
     cap = min(settings.max_steps, workload.max_steps)
     if steps > cap:
         raise SpecError.at(
             ("steps",), f"steps must be <= {cap} for workload {workload.name!r} (cap), got {steps}"
         )
+    return steps
+
+
+def _device_queue(spec: ExperimentCreate, workload: WorkloadSpec, settings: Settings) -> str:
+    """cpu or gpu: the spec's, else the settings' default (a GPU-sized workload needs gpu)."""
     queue = spec.queue or ("gpu" if workload.gpu_only else settings.default_queue)
     if workload.gpu_only and queue != "gpu":
         raise SpecError.at(
             ("queue",), f"workload {workload.name!r} is GPU-sized: queue must be 'gpu'"
         )
+    return queue
+
+
+def _check_run_count(spec: ExperimentCreate, settings: Settings) -> None:
     n_lrs = len(spec.lr_grid) if spec.lr_grid else 1
     total = len(spec.recipes) * len(spec.seeds) * n_lrs
     if total > settings.max_runs_per_request:
@@ -195,23 +217,37 @@ def plan_experiment(spec: ExperimentCreate, settings: Settings | None = None) ->
             (),
             f"{total} runs (recipes x seeds x lrs) exceed the cap max_runs_per_request={cap_runs}",
         )
+
+
+def _resolve_recipes(
+    spec: ExperimentCreate, workload: WorkloadSpec
+) -> list[tuple[str | None, dict[str, Any], str]]:
+    """(name, canonical, hash) of each recipe; one that cannot train on the workload is a 422."""
     recipes = []
     for i, ref in enumerate(spec.recipes):
         try:
             recipes.append(resolve_recipe(ref))
-            state_bytes_on(recipes[-1][1], workload)  # a recipe that cannot train here: 422
+            state_bytes_on(recipes[-1][1], workload)
         except RecipeError as exc:
             raise exc.prefixed("recipes", i) from None
+    return recipes
+
+
+def _planned_runs(
+    spec: ExperimentCreate,
+    recipes: list[tuple[str | None, dict[str, Any], str]],
+    default_lr: float,
+) -> list[PlannedRun]:
+    """recipes x lrs x seeds; the lr is the grid's, the spec's, the recipe's or the default."""
     runs = []
     for i, (_, canonical, digest) in enumerate(recipes):
-        lrs = spec.lr_grid or [spec.lr or _recipe_lr(canonical) or workload.default_lr]
+        lrs = spec.lr_grid or [spec.lr or _recipe_lr(canonical) or default_lr]
         runs += [
             PlannedRun(recipe_index=i, recipe_hash=digest, seed=s, lr=lr)
             for lr in lrs
             for s in spec.seeds
         ]
-    queue_n = run_queue(queue, spec.gpus)
-    return Plan(workload=workload.name, steps=steps, queue=queue_n, recipes=recipes, runs=runs)
+    return runs
 
 
 def _recipe_lr(canonical: dict[str, Any]) -> float | None:
@@ -230,25 +266,40 @@ def create_experiment(
     With an ``idempotency_key`` seen before (same spec) the earlier experiment is returned with
     nothing to dispatch; a different spec raises IdempotencyConflictError. An identical run
     that already succeeded (recipe, workload, steps, seed, lr) is reused: a succeeded copy with
-    ``reused_from_id`` set, not retrained. Flushes; the caller commits, then dispatches.
+    ``reused_from_id`` set, not retrained. Flushes; the caller commits, then dispatches. The
+    new experiment's ``runs`` are in memory, so a caller can answer without reading them back.
     """
     body = spec.model_dump(mode="json", exclude_none=True)
-    if idempotency_key:
-        earlier = _by_key(session, idempotency_key, body, owner)
-        if earlier is not None:
-            return earlier, []
+    earlier = _by_key(session, idempotency_key, body, owner) if idempotency_key else None
+    if earlier is not None:
+        return earlier, []
     plan = plan_experiment(spec)
-    exp = Experiment(spec=body, owner=owner, idempotency_key=idempotency_key)
+    exp = Experiment(spec=body, owner=owner, idempotency_key=idempotency_key, runs=[])
+    stored = _insert_or_earlier(session, exp, body)
+    if stored is not exp:
+        return stored, []
+    return exp, _add_runs(session, exp, plan, spec.layout())
+
+
+def _insert_or_earlier(session: Session, exp: Experiment, body: dict[str, Any]) -> Experiment:
+    """``exp`` inserted, or the experiment a concurrent request with the same key stored first."""
     try:
         with session.begin_nested():
             session.add(exp)
             session.flush()
-    except IntegrityError:  # a concurrent request with the same key won the race
-        earlier = _by_key(session, idempotency_key or "", body, owner)
+    except IntegrityError:
+        earlier = _by_key(session, exp.idempotency_key or "", body, exp.owner)
         if earlier is None:
             raise
-        return earlier, []
+        return earlier
+    return exp
+
+
+def _add_runs(session: Session, exp: Experiment, plan: Plan, layout: tuple[int, str]) -> list[int]:
+    """The planned run rows of ``exp`` (reused where an identical result is stored); returns the
+    ids of the queued ones, to dispatch after the commit."""
     recipe_ids = [upsert_recipe_row(session, n, c, h).id for n, c, h in plan.recipes]
+    gpus, parallel = layout
     to_dispatch: list[int] = []
     for planned in plan.runs:
         run = Run(
@@ -259,15 +310,17 @@ def create_experiment(
             seed=planned.seed,
             lr=planned.lr,
             queue=plan.queue,
+            gpus=gpus,
+            parallel=parallel,
             status=RunStatus.queued,
         )
-        run.gpus, run.parallel = spec.layout()
         reuse_if_stored(session, run)
         session.add(run)
         session.flush()
+        exp.runs.append(run)
         if run.status == RunStatus.queued:
             to_dispatch.append(run.id)
-    return exp, to_dispatch
+    return to_dispatch
 
 
 def _by_key(
