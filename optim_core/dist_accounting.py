@@ -1,6 +1,6 @@
 """Analytical per-rank optimizer state and communication under FSDP2 (``Shard(0)``, 1-D mesh).
 
-The rules are those of the runtime (:mod:`optim_core.distributed`, via
+The rules are those of the runtime (:mod:`optim_core.dist_step`, via
 :mod:`optim_core.dist_plan`): a shard-local parameter holds state for its ``Shard(0)`` piece on
 every rank; a whole-matrix parameter holds its full state on its owner rank only (round-robin
 in model order). ``sharded_state_bytes(...).per_rank[r]`` equals

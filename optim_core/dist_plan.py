@@ -17,7 +17,7 @@ dim 0 over a 1-D device mesh. :func:`path_of` picks, per parameter, from its com
   weight (:mod:`optim_core.dist_exchange`).
 
 :func:`assign_owners` and :func:`shard_rows` are the rules the runtime
-(:mod:`optim_core.distributed`) and the analytical accounting (:mod:`optim_core.dist_accounting`)
+(:mod:`optim_core.dist_step`) and the analytical accounting (:mod:`optim_core.dist_accounting`)
 share, so both agree. See docs/distributed.md for the communication volume of each path.
 """
 
