@@ -38,6 +38,8 @@ class RunRecord(BaseModel):
     seed: int
     lr: float
     queue: str
+    gpus: int = 1  # processes of the run (torchrun ranks)
+    parallel: str = "none"  # none | ddp | fsdp
     status: str
     attempts: int
     cancel_requested: bool

@@ -330,3 +330,18 @@ def test_times_are_utc_to_the_second_and_trial_params_are_short(client: TestClie
     first = table_rows(study, "trials")[0]
     assert '<span class="param"><b>lr</b> 0.01235</span>' in first
     assert '<span class="param"><b>norms</b> row&gt;col</span>' in first
+
+
+def test_a_multi_process_run_shows_its_layout(client: TestClient) -> None:
+    from core.db import session_scope
+    from core.models import Run
+
+    seeded = _seed()
+    one = client.get(f"/runs/{seeded.run_ids[0]}").text
+    assert "processes" not in one
+    with session_scope() as session:
+        run = session.get_one(Run, seeded.run_ids[0])
+        run.gpus, run.parallel = 2, "fsdp"
+    assert "· 2 processes (fsdp)" in client.get(f"/runs/{seeded.run_ids[0]}").text
+    api = client.get(f"/v1/runs/{seeded.run_ids[0]}").json()
+    assert (api["gpus"], api["parallel"]) == (2, "fsdp")
