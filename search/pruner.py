@@ -23,6 +23,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db import session_scope
+from core.errors import NotFound
+from core.models import Run, RunMetric, SearchStudy, SearchTrial
+from core.workloads import get_workload
 
 ETA = 3
 N_RUNGS = 2
@@ -131,54 +140,55 @@ def should_prune_run(run_id: int, step: int, val_loss: float) -> bool:
     Opens its own session; runs without a trial are never pruned; a study spec may turn pruning
     off with ``"pruning": false``.
     """
-    from sqlalchemy import select
-
-    from core.db import session_scope
-    from core.models import Run, RunMetric, SearchStudy, SearchTrial
-
     with session_scope() as session:
         run = session.get(Run, run_id)
-        if run is None or run.trial_id is None:
+        study_id = _pruning_study(session, run)
+        if run is None or study_id is None:
             return False
-        trial = session.get(SearchTrial, run.trial_id)
-        study = session.get(SearchStudy, trial.study_id) if trial else None
-        if trial is None or study is None or not study.spec.get("pruning", True):
-            return False
-        rows = session.execute(
-            select(Run.id, Run.trial_id, Run.state_bytes_per_param)
-            .join(SearchTrial, Run.trial_id == SearchTrial.id)
-            .where(SearchTrial.study_id == study.id, Run.reused_from_id.is_(None))
-        ).all()
-        ids = [r.id for r in rows]
-        metrics = session.execute(
-            select(RunMetric.run_id, RunMetric.step, RunMetric.val_loss).where(
-                RunMetric.run_id.in_(ids), RunMetric.val_loss.is_not(None)
-            )
-        ).all()
-    curves: dict[int, list[tuple[int, float]]] = {i: [] for i in ids}
-    for m in metrics:
-        curves[m.run_id].append((m.step, float(m.val_loss)))
+        rows, curves = _study_curves(session, study_id)
     peers = [
         PeerRun(tuple(curves[r.id]), r.state_bytes_per_param)
         for r in rows
         if r.trial_id != run.trial_id
     ]
     own_bytes = next((r.state_bytes_per_param for r in rows if r.id == run_id), None)
-    return decide(
-        step,
-        val_loss,
-        curves.get(run_id, []),
-        own_bytes,
-        peers,
-        run.steps,
-        eval_every=_eval_every(run.workload),
+    own_curve = curves.get(run_id, [])
+    every = _eval_every(run.workload)
+    return decide(step, val_loss, own_curve, own_bytes, peers, run.steps, eval_every=every)
+
+
+def _pruning_study(session: Session, run: Run | None) -> int | None:
+    """The id of the study ``run`` is a trial of, when that study prunes; else None."""
+    if run is None or run.trial_id is None:
+        return None
+    trial = session.get(SearchTrial, run.trial_id)
+    study = session.get(SearchStudy, trial.study_id) if trial else None
+    if study is None or not study.spec.get("pruning", True):
+        return None
+    return study.id
+
+
+def _study_curves(
+    session: Session, study_id: int
+) -> tuple[list[Any], dict[int, list[tuple[int, float]]]]:
+    """The study's trained runs (id, trial_id, bytes/param) and their evaluation curves."""
+    rows = session.execute(
+        select(Run.id, Run.trial_id, Run.state_bytes_per_param)
+        .join(SearchTrial, Run.trial_id == SearchTrial.id)
+        .where(SearchTrial.study_id == study_id, Run.reused_from_id.is_(None))
+    ).all()
+    curves: dict[int, list[tuple[int, float]]] = {r.id: [] for r in rows}
+    metrics = session.execute(
+        select(RunMetric.run_id, RunMetric.step, RunMetric.val_loss).where(
+            RunMetric.run_id.in_(list(curves)), RunMetric.val_loss.is_not(None)
+        )
     )
+    for m in metrics:
+        curves[m.run_id].append((m.step, float(m.val_loss)))
+    return list(rows), curves
 
 
 def _eval_every(workload: str) -> int | None:
-    from core.errors import NotFound
-    from core.workloads import get_workload
-
     try:
         return int(get_workload(workload).eval_every)
     except NotFound:  # a workload that left the catalog: rungs at the raw fractions
