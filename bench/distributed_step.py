@@ -4,10 +4,11 @@ step under FSDP2 on CPU (gloo), world size 1 (the plain single-process optimizer
 Model: the LLaMA of a workload (default ``shakespeare-lm``: dim 128, 4 layers, ~0.9M params).
 One forward/backward makes the gradients; then ``--iters`` timed ``opt.step()`` calls (after
 ``--warmup`` untimed ones), each between two barriers; the table gives the median over steps
-of the slowest rank. Bytes communicated are the optimizer's own collectives per step and rank
-(``optim_core.dist_accounting.comm_bytes_per_step``: all-gathers and broadcast of whole-matrix
-parameters, all-reduced norm statistics), not FSDP2's all-gather / reduce-scatter of the
-training step; ``state`` is ``measure_state_bytes`` per rank.
+of the slowest rank. Bytes communicated are what each rank received per step in the
+optimizer's own collectives, measured (``optim_core.dist_meter.CommMeter``: the all-to-alls of
+whole-matrix parameters, all-reduced norm statistics) next to the analytical count
+(``optim_core.dist_accounting.comm_bytes_per_step``); FSDP2's all-gather / reduce-scatter of
+the training step are not included. ``state`` is ``measure_state_bytes`` per rank.
 
     .venv/bin/python bench/distributed_step.py --out bench/results/distributed_step_cpu.json
 """
@@ -34,6 +35,7 @@ from torch.distributed.fsdp import fully_shard
 import optim_core
 from core.workloads import get_workload
 from optim_core.dist_accounting import comm_bytes_per_step
+from optim_core.dist_meter import CommMeter
 from workers.model import build_model
 
 PRESETS = ["adamw", "muon", "swan", "galore"]
@@ -69,12 +71,14 @@ def measure(preset: str, workload: str, world: int, warmup: int, iters: int) -> 
     opt = optim_core.build(recipe, model)
     for _ in range(warmup):
         _timed_step(opt, world)
-    times = [_timed_step(opt, world) for _ in range(iters)]
+    with CommMeter() as meter:
+        times = [_timed_step(opt, world) for _ in range(iters)]
     rank = dist.get_rank() if world > 1 else 0
     return {
         "times": times,
         "state_bytes": optim_core.measure_state_bytes(opt),
-        "comm_bytes": comm_bytes_per_step(recipe, shapes, world)[rank],
+        "comm_bytes": meter.bytes // iters,
+        "comm_bytes_predicted": comm_bytes_per_step(recipe, shapes, world)[rank],
     }
 
 
@@ -113,6 +117,7 @@ def summarize(world: int, ranks: list[dict[str, Any]], preset: str) -> dict[str,
         "step_ms": 1e3 * statistics.median(slowest),
         "state_bytes_per_rank": [r[preset]["state_bytes"] for r in ranks],
         "comm_bytes_per_rank": [r[preset]["comm_bytes"] for r in ranks],
+        "comm_bytes_predicted": [r[preset]["comm_bytes_predicted"] for r in ranks],
     }
 
 

@@ -28,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import optim_core
 from core.workloads import get_workload
-from optim_core.dist_accounting import sharded_state_bytes
+from optim_core.dist_accounting import comm_bytes_per_step, sharded_state_bytes
+from optim_core.dist_meter import CommMeter
 from optim_core.optimizer import module_facts
 from workers.model import build_model
 
@@ -98,12 +99,16 @@ def odd_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 MODELS = {"lm": (lm, lm_batches, lm_loss), "odd": (odd, odd_batches, odd_loss)}
 
 
-def train(model: nn.Module, opt: torch.optim.Optimizer, kind: str) -> None:
+def train(model: nn.Module, opt: torch.optim.Optimizer, kind: str) -> CommMeter:
+    """``STEPS`` steps; the returned meter counted the bytes received in ``opt.step()``."""
     _, batches, loss_fn = MODELS[kind]
+    meter = CommMeter()
     for x in batches():
         loss_fn(model, x).backward()
-        opt.step()
+        with meter:
+            opt.step()
         opt.zero_grad()
+    return meter
 
 
 def shard(model: nn.Module, mesh: DeviceMesh | None = None) -> nn.Module:
@@ -149,7 +154,7 @@ def parallel_run(preset: str, kind: str, mode: str, world: int) -> dict[str, Any
     facts = module_facts(model)
     model = wrap(model, mode, world)
     opt = optim_core.build(optim_core.presets.get(preset), model)
-    train(model, opt, kind)
+    meter = train(model, opt, kind)
     recipe = optim_core.presets.get(preset)
     predicted = sharded_state_bytes(recipe, shapes, world, model_facts=facts).per_rank
     return {
@@ -157,6 +162,8 @@ def parallel_run(preset: str, kind: str, mode: str, world: int) -> dict[str, Any
         "bytes": optim_core.measure_state_bytes(opt),
         "predicted": predicted,
         "reloads": reloads(opt, model, preset),
+        "comm": meter.bytes / STEPS,
+        "predicted_comm": comm_bytes_per_step(recipe, shapes, world, model_facts=facts),
     }
 
 
@@ -187,6 +194,8 @@ def one_case(preset: str, kind: str, modes: list[str], world: int) -> dict[str, 
             "single_bytes": single,
             "predicted": list(run["predicted"]),
             "reloads": run["reloads"],
+            "comm": run["comm"],
+            "predicted_comm": list(run["predicted_comm"]),
         }
     return out
 

@@ -18,8 +18,9 @@ from optim_core.dist_plan import path_of
 WORLD = 2
 EXACT = 1e-6  # fp32 relative tolerance of ‖W − W_single‖/‖W_single‖
 # every route shard-local (elementwise, per-row or all-reduced norms): state sharded
-# ZeRO-style, every rank holds half of it
-SHARD_LOCAL = {"adamw", "sgd", "signum", "lion", "adamw_8bit", "adamw_4bit", "sinkgd", "scale"}
+# ZeRO-style, every rank holds half of it; the elementwise ones communicate nothing
+ELEMENTWISE = {"adamw", "sgd", "signum", "lion", "adamw_8bit", "adamw_4bit"}
+SHARD_LOCAL = ELEMENTWISE | {"sinkgd", "scale"}
 # uneven shards (65/64 rows). 8-bit state blocks restart at the shard boundary, so a block
 # straddling it in the unsharded layout is two blocks here: measured 1.6e-3 after 20 steps
 # (2026-12-07), tolerance 1e-2. Exact wherever a shard's size is a multiple of the block.
@@ -79,6 +80,20 @@ def test_state_dict_reloads_on_every_rank(ranks: list[dict[str, Any]]) -> None:
         for case, modes in ranks[rank].items():
             for mode, got in modes.items():
                 assert got["reloads"], (rank, case, mode)
+
+
+def test_fsdp_bytes_received_per_step(ranks: list[dict[str, Any]]) -> None:
+    """The bytes each rank received in ``opt.step()`` (CommMeter, 20 steps) equal the
+    analytical per-step count; elementwise recipes receive nothing, DDP steps neither."""
+    for rank in range(WORLD):
+        for case, modes in ranks[rank].items():
+            fsdp = modes["fsdp"]
+            assert fsdp["comm"] == fsdp["predicted_comm"][rank], (rank, case)
+            if case.split("/")[0] in ELEMENTWISE:
+                assert fsdp["comm"] == 0, case
+            if "ddp" in modes:
+                assert modes["ddp"]["comm"] == 0, case
+    assert ranks[0]["muon/lm"]["fsdp"]["comm"] > 0
 
 
 def test_ddp_every_preset_matches_single_process(ranks: list[dict[str, Any]]) -> None:
