@@ -40,6 +40,8 @@ def gather_to_owners(
     ``locals_[p]``. ``params`` (one dtype) are in the same order on every rank."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     dtype = params[0].dtype
+    for p in params:  # FSDP2 shards as torch.chunk on dim 0: the sizes all ranks assume
+        assert locals_[p][0].numel() == _n(p, rank, world), f"unexpected shard of {p.shape}"
     mine = [p for p in params if owners[p] == rank]
     send = [
         [t.reshape(-1) for p in params if owners[p] == d for t in locals_[p]] for d in range(world)
