@@ -80,20 +80,35 @@ def run_cmd(
     spec, plan = validated(body, {"seeds": "--seed", "gpus": "--gpus", "parallel": "--parallel"})
     setup_torch()
     preflight_data(plan.workload, data)
-    name, canonical, _ = plan.recipes[0]
-    label = name or (recipe.stem if recipe else preset)
-    title = f"{label} on {plan.workload}, seed {seed}"
-    run_lr = plan.runs[0].lr
+    label = plan.recipes[0][0] or (recipe.stem if recipe else preset)
     console = stderr_console()
     if no_record:
-        job = RankJob(plan.workload, canonical, plan.steps, seed, run_lr, None, dev or "cpu",
-                      spec.layout()[1], spec.gpus, str(data) if data else None)  # type: ignore[arg-type]  # fmt: skip
-        out = _train_unrecorded(console, job, label)
+        out = _train_unrecorded(console, _job(spec, plan, dev, data), label)
     else:
         out = _train_one_recorded(console, spec, label, plan.steps, dev, data)
     if as_json:
-        out.update(workload=plan.workload, recipe=label, seed=seed, lr=run_lr)
-    _print_result(out, title, as_json)
+        out.update(workload=plan.workload, recipe=label, seed=seed, lr=plan.runs[0].lr)
+    _print_result(out, f"{label} on {plan.workload}, seed {seed}", as_json)
+
+
+def _job(spec: Any, plan: Any, device: str | None, data: Path | None) -> RankJob:
+    """The one run of a validated ``optforge run`` (the same job, 1 process or torchrun's N)."""
+    from workers.train import default_device  # torch: the CLI starts without it
+
+    gpus, parallel = spec.layout()
+    run = plan.runs[0]
+    return RankJob(
+        workload=plan.workload,
+        recipe=plan.recipes[0][1],
+        steps=plan.steps,
+        seed=run.seed,
+        lr=run.lr,
+        warmup_frac=None,
+        device=device or default_device(),
+        parallel=parallel,
+        world_size=gpus,
+        data_path=str(data) if data else None,
+    )
 
 
 def _print_result(out: dict[str, Any], title: str, as_json: bool) -> None:
