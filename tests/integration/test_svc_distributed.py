@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from integration.fixtures_service import wait_for_runs
+from procs import rank_pid
 
 pytestmark = pytest.mark.integration
 
@@ -64,25 +64,13 @@ def test_fsdp_run_matches_one_process(service_env, api_client, api_key, start_wo
     assert row["metrics"] == row["distinct_steps"] > 0
 
 
-def _rank_one_pid() -> int | None:
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-            env = b"\0" + (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"workers.rank_main" in cmd and b"\0RANK=1\0" in env:
-            return int(proc.name)
-    return None
-
-
 def test_killed_rank_fails_the_attempt_and_the_run_is_retried(
     service_env, api_client, api_key, start_worker
 ) -> None:  # type: ignore[no-untyped-def]
     worker = start_worker()
     (run_id,) = _post(api_client, api_key, 400)
     wait_for_runs([run_id], 300, lambda r: r["metrics"] > 0, [worker])
-    pid = _rank_one_pid()
+    pid = rank_pid(1)
     assert pid is not None, worker.log()[-3000:]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import rank_pid
 
 import optim_core
 from workers.launch import CurveReader, run_distributed
@@ -77,27 +78,13 @@ def test_prune_decision_reaches_every_rank() -> None:
     assert res.stopped_step == evals[0] and len(evals) == 1
 
 
-def _rank_pid(job_dir: Path, rank: int) -> int | None:
-    """The pid of ``rank`` of the torchrun job in ``job_dir`` (Linux /proc)."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-            env = b"\0" + (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"workers.rank_main" in cmd and str(job_dir).encode() in cmd:
-            if f"\0RANK={rank}\0".encode() in env:
-                return int(proc.name)
-    return None
-
-
 def test_a_killed_rank_fails_the_run_quickly(tmp_path: Path) -> None:
     seen: list[MetricPoint] = []
     killed: dict[str, float] = {}
 
     def kill_rank_one(point: MetricPoint) -> None:
         seen.append(point)
-        pid = None if killed else _rank_pid(tmp_path, 1)
+        pid = None if killed else rank_pid(1, str(tmp_path))
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
             killed["at"] = time.monotonic()
