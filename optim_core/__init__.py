@@ -26,6 +26,7 @@ from optim_core.recipe import Design, Pipeline, Recipe, Route
 if TYPE_CHECKING:
     from optim_core.accounting import measure_state_bytes, state_bytes, weight_bytes
     from optim_core.builder import build
+    from optim_core.dist_accounting import sharded_state_bytes
     from optim_core.optimizer import RecipeOptimizer
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "describe",
     "measure_state_bytes",
     "presets",
+    "sharded_state_bytes",
     "state_bytes",
     "weight_bytes",
 ]
@@ -48,6 +50,7 @@ _TORCH_NAMES = {
     "RecipeOptimizer": "optim_core.optimizer",
     "measure_state_bytes": "optim_core.accounting",
     "state_bytes": "optim_core.accounting",
+    "sharded_state_bytes": "optim_core.dist_accounting",  # per rank under FSDP2
     "weight_bytes": "optim_core.accounting",
 }
 
