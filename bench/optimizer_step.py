@@ -1,7 +1,7 @@
 """Benchmark (not a test): ``step()`` time of every preset on LLaMA-shaped parameters, next to
 its reference implementation in the same process.
 
-Parameters are those of the GaLore-protocol LLaMA (optimizers.md §0.2; 60M config dims by
+Parameters are those of the GaLore-protocol LLaMA (docs/references.md#galore-protocol; 60M config dims by
 default) with fewer layers / a smaller vocabulary on CPU so the run stays within minutes. Each
 optimizer gets the same fixed random gradients; ``--warmup`` steps (which include the first
 projector SVD / torch.compile) are not timed; the table shows the median of ``--iters`` steps,

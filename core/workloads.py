@@ -15,7 +15,7 @@ Data sources (``spec.data``): ``synthetic`` (seeded Markov source, no files), ``
 (nanoGPT-style uint16 ``train.bin``/``val.bin`` in ``$OPTFORGE_CACHE_DIR/tokens-lm/`` or a path
 given to ``run_workload(..., data_path=...)`` / ``optforge run --data``), ``digits`` (sklearn).
 
-References: optimizers.md §0.2 (GaLore protocol: model sizes, warmup 10 % + cosine to 0.1).
+References: docs/references.md#galore-protocol (model sizes, warmup 10 % + cosine to 0.1).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Second moments and Adam-style preconditioning: Adam (torch/HF ε), Adafactor (factored).
 
-References: optimizers.md §0.1 (torch vs HF ε placement), §1 (torch AdamW), §16.1
-(torch.optim.Adafactor), §17 (Adam-mini blocks), §20.1 (``second_moment``, ``precondition``).
+References: docs/references.md#conventions (torch vs HF ε placement), #adamw (torch AdamW),
+#adafactor (torch.optim.Adafactor), #adam-mini (Adam-mini blocks), #vocabulary.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ class AdamMini:
     """Adam-mini: Adam's first moment per element, one second moment per block.
 
     References: Zhang et al., "Adam-mini: Use Fewer Learning Rates To Gain More", ICLR 2025;
-    optimizers.md §17 (q/k per head, other matrices per row, norms one scalar).
+    docs/references.md#adam-mini (q/k per head, other matrices per row, norms one scalar).
     """
 
     beta1: float = 0.9

@@ -13,7 +13,7 @@ for multi-tensor codecs (``"m.q"``, ``"m.scale"``): see :func:`slot_init` / :fun
 
 Conventions (docs/architecture.md, "optim_core internals"):
 - ``u`` entering ``update`` is an fp32 tensor that may alias ``p.grad``: treat it as read-only and
-  return a new tensor (or one you own). ``step`` is 1-based (``t`` in optimizers.md §0.1).
+  return a new tensor (or one you own). ``step`` is 1-based (``t`` in docs/references.md#conventions).
 - ``state_bytes(shape, dtype)`` must equal the bytes of the tensors ``init`` creates for a
   parameter of that shape and dtype (``numel * element_size``), so the analytical accounting
   (``optim_core.state_bytes``) equals the measured one exactly.

@@ -1,8 +1,8 @@
 """COSMOS (Liu et al., arXiv 2502.17410): a one-sided eigen-Adam on a tracked rank-r input
 subspace plus a Muon step on its orthogonal complement, for hidden matrices.
 
-Reference: optimizers.md §15 (lliu606/COSMOS ``COSMOS_optim.py``, with Nesterov), §20.2 item 15,
-§22.5-6. Per matrix ``G`` (m×n, flattened to ``(shape[0], -1)``), rank ``r = min(rank, m, n)``:
+Reference: docs/references.md#cosmos (lliu606/COSMOS ``COSMOS_optim.py``, with Nesterov), #pitfalls 5-6.
+Per matrix ``G`` (m×n, flattened to ``(shape[0], -1)``), rank ``r = min(rank, m, n)``:
 
 1. ``M ← β1·M + G``; ``c1 = (1−β1^t)/(1−β1)``, ``bc2 = 1−β2^t``.
 2. Tracker (``U`` n×r orthonormal, ``S`` r×r): step 1 ``U = top-r eigvecs of GᵀG`` (SVD),
@@ -108,7 +108,7 @@ def cosmos_newton_schulz(
     coeffs: tuple[float, float, float] = MUON_COEFFS,
 ) -> Tensor:
     """Quintic Newton–Schulz in COSMOS op order (``X = aX + b·AX + (c·A)(AX)``, ``A = XXᵀ``),
-    Frobenius pre-normalisation ``X/(‖X‖ + eps)`` in ``dtype``; returns fp32 (§22.5). bf16
+    Frobenius pre-normalisation ``X/(‖X‖ + eps)`` in ``dtype``; returns fp32 (docs/references.md#pitfalls 5). bf16
     products on CPU go through :func:`matmul_bf16_via_fp32` (same rounding points)."""
     a, b, c = coeffs
     mm = matmul_bf16_via_fp32 if dtype == torch.bfloat16 and x.device.type == "cpu" else _mm
@@ -144,7 +144,7 @@ def cosmos_direction(
     gamma: float,
     ns_dtype: torch.dtype = torch.bfloat16,
 ) -> Tensor:
-    """``D/(‖D‖_F + ε)·√(mn)`` with ``D = A + γ·B`` (steps 5-7 of §15, without ``ratio``)."""
+    """``D/(‖D‖_F + ε)·√(mn)`` with ``D = A + γ·B`` (steps 5-7 above, without ``ratio``)."""
     scale = math.sqrt(g_hat.numel())
     low = g_hat @ u
     a = (low / (v.sqrt() / math.sqrt(bc2) + eps)) @ u.T

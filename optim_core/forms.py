@@ -62,7 +62,7 @@ Other = Literal["adamw", "sgd", "sign", "same"]
 
 
 class CosmosSpec(_Strict):
-    """COSMOS (optimizers.md §15) on a hidden matrix: eigen-Adam on a tracked rank-``rank``
+    """COSMOS (docs/references.md#cosmos) on a hidden matrix: eigen-Adam on a tracked rank-``rank``
     input subspace + Newton–Schulz on the complement; vectors and matrices with more than
     ``max_rows`` rows take the reference's Adam branch (``optim_core.cosmos.CosmosAdam``), as
     ``COSMOS_optim.py`` does for ``size(0) > 10000``."""

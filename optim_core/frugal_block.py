@@ -1,4 +1,4 @@
-"""FRUGAL's Block variant (Zmushko et al., ICML 2025; optimizers.md §12): the paper's default.
+"""FRUGAL's Block variant (Zmushko et al., ICML 2025; docs/references.md#frugal): the paper's default.
 
 Among the ``count`` matrices of a route (model order), ``round(density·count)`` are *active*:
 they take a full torch-style Adam step and hold its ``m``, ``v``; every other matrix takes a

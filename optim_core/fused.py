@@ -16,7 +16,7 @@ step; benchmarks report it separately. On the 2-core CPU VM the compiled step di
 first step 36 s CPU (150 s wall), then 0.6 s per step against 0.2 s eager (docs/benchmarks.md),
 hence off on CPU. The CUDA path is untested here (no GPU in that session; ``-m gpu`` tests).
 
-References: optimizers.md §13 (bitsandbytes 8-bit Adam), §14 (torchao low-bit optimizers).
+References: docs/references.md#bnb-8bit (bitsandbytes 8-bit Adam), #torchao-low-bit (torchao).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ whose state stayed fp32 (fewer than 4096 elements) take the multi-tensor path. S
 same state keys (``"0.adam.m"``, ``"0.adam.m.q"``, ...) as the per-parameter path
 (:class:`optim_core.adaptive.Adam` with ``fold_lr``), so state dicts are interchangeable.
 
-References: torch 2.13 ``torch/optim/adam.py::_multi_tensor_adam``; optimizers.md §1, §13-14.
+References: torch 2.13 ``torch/optim/adam.py::_multi_tensor_adam``; docs/references.md#adamw, #bnb-8bit, #torchao-low-bit.
 """
 
 from __future__ import annotations

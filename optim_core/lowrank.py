@@ -4,7 +4,7 @@ Pure tensor functions first (projectors, projection, APOLLO's norm-ratio scaling
 norm-growth limiter), then the wrapping stage :class:`LowRank`, whose inner stages run on the
 projected gradient ``R`` (their state is low-rank).
 
-Notation (optimizers.md §0.1): ``G`` is m×n in PyTorch layout. Side ``"right"`` (``m >= n`` under
+Notation (docs/references.md#conventions): ``G`` is m×n in PyTorch layout. Side ``"right"`` (``m >= n`` under
 GaLore's ``std`` rule): ``P`` is r×n, ``R = G·Pᵀ`` (m×r), back-projection ``N·P``. Side ``"left"``
 (``m < n``): ``P`` is m×r, ``R = Pᵀ·G`` (r×n), back-projection ``P·N``. The projected side is
 always the smaller dimension. ``k = step − 1``; the projector is rebuilt when ``k % T == 0``.
@@ -15,7 +15,7 @@ References:
     Zmushko et al., "FRUGAL: Memory-Efficient Optimization by Reducing State Overhead", 2025.
     Zhang et al., "Q-GaLore", arXiv 2407.08296.
     Sources: galore-torch 1.0 ``galore_projector.py``; apollo-torch 1.0.3 ``apollo.py``,
-    ``random_projector.py``; optimizers.md §9–§12, §20.1 ``project``/``norm_ratio``.
+    ``random_projector.py``; docs/references.md#galore, #q-galore, #apollo, #frugal.
 """
 
 from __future__ import annotations

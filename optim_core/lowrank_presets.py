@@ -1,7 +1,7 @@
 """Low-rank and quantized-state presets: GaLore, APOLLO, APOLLO-Mini, FRUGAL, 8/4-bit AdamW,
 Q-GaLore (optimizer side). Merged into :data:`optim_core.presets.PRESETS`.
 
-Routing as in the GaLore/APOLLO/FRUGAL scripts (optimizers.md §0.2): hidden matrices
+Routing as in the GaLore/APOLLO/FRUGAL scripts (docs/references.md#galore-protocol): hidden matrices
 (``matrix`` label: attn/mlp weights) are projected; embeddings, head and vectors get the plain
 Adam of the same optimizer at the same lr, without the projection scale.
 
@@ -57,7 +57,7 @@ def galore(
 ) -> Recipe:
     """GaLore (Zhao et al., ICML 2024; galore-torch GaLoreAdamW): top-r SVD projector of the
     raw gradient refreshed every T steps, HF-style Adam on the projection, back-projection × α,
-    decoupled decay after the step. LLaMA defaults lr 0.01, α 0.25, T 200. §9."""
+    decoupled decay after the step. LLaMA defaults lr 0.01, α 0.25, T 200. docs/references.md#galore."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps, style="hf")
     lowrank = LowRankSpec(rank=rank, inner=[adam], basis="svd", refresh=refresh, scale=scale)
     return _lowrank_recipe("galore", lr, weight_decay, lowrank, adam, "decoupled_after")
@@ -76,7 +76,7 @@ def apollo(
 ) -> Recipe:
     """APOLLO (Zhu et al., MLSys 2025; apollo-torch APOLLOAdamW): seeded Gaussian projector,
     HF Adam on the projection only to measure channel-wise norm ratios ‖N‖/‖R‖ that scale the
-    raw gradient, × sqrt(α), Fira norm-growth limiter, decay after the step. §11."""
+    raw gradient, × sqrt(α), Fira norm-growth limiter, decay after the step. docs/references.md#apollo."""
     adam = AdamSpec(eps=eps, style="hf")
     lowrank = LowRankSpec(
         rank=rank,
@@ -101,7 +101,7 @@ def apollo_mini(
     eps: float = 1e-6,
 ) -> Recipe:
     """APOLLO-Mini (Zhu et al., MLSys 2025): rank-1 Gaussian projection, one tensor-wise norm
-    ratio, α = 128 (× sqrt(α) = 11.31), ``scale_front`` as the 60M/130M scripts. §11."""
+    ratio, α = 128 (× sqrt(α) = 11.31), ``scale_front`` as the 60M/130M scripts. docs/references.md#apollo."""
     recipe = apollo(
         lr, weight_decay, rank, refresh, alpha, "tensor", scale_front, limiter=True, eps=eps
     )
@@ -121,7 +121,7 @@ def frugal(
     eps: float = 1e-8,
 ) -> Recipe:
     """FRUGAL (Zmushko et al., ICML 2025): state-full torch-style Adam on part of each step,
-    state-free signSGD on the rest, decoupled decay before the step; AdamW elsewhere. §12.
+    state-free signSGD on the rest, decoupled decay before the step; AdamW elsewhere. docs/references.md#frugal.
 
     ``variant="block"`` (the paper's default and headline): ``round(density·#matrices)`` whole
     hidden matrices active (full Adam state), the others signSGD; the active set moves every
@@ -160,7 +160,7 @@ def adamw_8bit(
     """8-bit AdamW (Dettmers et al., ICLR 2022; torchao / bitsandbytes AdamW8bit): m and v in
     block-wise dynamic 8-bit (signed / unsigned map, block 256), fp32 state below 4096
     elements, a partial last block quantized (bitsandbytes), decoupled decay before the step.
-    §13, §14."""
+    docs/references.md#bnb-8bit, #torchao-low-bit."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps, state_bits=8, block=block)
     routes = [Route(labels=["matrix", *OTHERS], stages=[adam])]  # type: ignore[list-item]
     return Recipe(
@@ -178,7 +178,7 @@ def adamw_4bit(
 ) -> Recipe:
     """4-bit AdamW (Li et al., NeurIPS 2023; torchao AdamW4bit): m in the 4-bit dynamic map,
     v in the linear unsigned map, block 128, two codes per byte; fp32 state below 4096 elements
-    or when the size is not a block multiple (torchao). §14."""
+    or when the size is not a block multiple (torchao). docs/references.md#torchao-low-bit."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps, state_bits=4, block=block)
     routes = [Route(labels=["matrix", *OTHERS], stages=[adam])]  # type: ignore[list-item]
     return Recipe(
@@ -203,7 +203,7 @@ def q_galore(
     lazy layer-adaptive refresh (T doubles per matrix once the mean cosine of the last 5
     successive first vectors of the float projector is >= 0.4), 8-bit block-wise Adam (torch ε,
     β2 0.95) everywhere, decay after the step, and INT8 hidden weights (group 256, stochastic
-    rounding) in the reference's simulation mode (``weight_bits=None``: float weights). §10."""
+    rounding) in the reference's simulation mode (``weight_bits=None``: float weights). docs/references.md#q-galore."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps, style="torch", state_bits=8, block=256)
     lowrank = LowRankSpec(
         rank=rank,

@@ -3,8 +3,8 @@
 Pure functions update the buffer in place and return it (as ``muon_update`` in KJ Muon); the
 :class:`Ema` stage wires one of them to a state slot stored through a :class:`StateCodec`.
 
-References: optimizers.md §0.1 (``EMA_β``, ``ACC_β``), §2 (torch SGD), §3 (Signum), §4 (Lion),
-§5 (Muon's lerp momentum and Nesterov), §20.1 (``ema`` accumulator).
+References: docs/references.md#conventions (``EMA_β``, ``ACC_β``), #sgd (torch SGD), #signum, #lion,
+#muon (lerp momentum and Nesterov).
 """
 
 from __future__ import annotations

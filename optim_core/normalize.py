@@ -1,11 +1,11 @@
 """Stateless gradient normalizations: frobenius, rms, row, col, standardize, sign, sinkhorn.
 
-Orientation follows optimizers.md §0.1 (PyTorch layout ``W ∈ R^{m×n}``, m = rows = fan_out):
+Orientation follows docs/references.md#conventions (PyTorch layout ``W ∈ R^{m×n}``, m = rows = fan_out):
 "row" reduces over dim 1 (one scale per output unit), "col" over dim 0. Parameters with more than
 two dims are viewed as ``(shape[0], -1)``. Row/col normalizations make each row/column RMS 1
 (ℓ2 = √n per row, √m per column), which is both SCALE's rule and one SinkGD half-step.
 
-References: optimizers.md §6 (SWAN GradNorm), §7 (SinkGD SR-Sinkhorn), §8 (SCALE), §20.1.
+References: docs/references.md#swan (GradNorm), #sinkgd (SR-Sinkhorn), #scale, #vocabulary.
 """
 
 from __future__ import annotations

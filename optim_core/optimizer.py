@@ -26,6 +26,7 @@ from optim_core.chain import chain_lr, init_chain, run_chain
 from optim_core.compile import build_stages, resolve_route
 from optim_core.distributed import has_dtensor, step_dtensors
 from optim_core.grouped import adam_group_step, eligible, grouped_adam
+from optim_core.param_groups import refuse_late_group
 from optim_core.recipe import Recipe
 
 NamedParams = nn.Module | Iterable[tuple[str, Tensor]] | dict[str, Tensor] | Iterable[Tensor]
@@ -122,8 +123,6 @@ class RecipeOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Only the constructor adds groups; later ones are refused (they have no pipeline)."""
-        from optim_core.param_groups import refuse_late_group
-
         refuse_late_group(self, param_group)
         super().add_param_group(param_group)
 

@@ -1,8 +1,7 @@
 """Spectral normalizations: Newton–Schulz orthogonalization, exact SVD polar factor, whitening.
 
-References: optimizers.md §5 (Muon: KJ ``zeropower_via_newtonschulz5`` and torch.optim.Muon),
-§6 (SWAN GradWhitening, in :mod:`optim_core.whitening`), §20.1
-(``orthogonalize``, ``shape_scale``), §22.5 (bf16 NS is op-order sensitive).
+References: docs/references.md#muon (KJ ``zeropower_via_newtonschulz5`` and torch.optim.Muon), #swan
+(GradWhitening, in :mod:`optim_core.whitening`), #pitfalls 5 (bf16 NS is op-order sensitive).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Published optimizers as recipes: ``names()``, ``get(name, **overrides)``.
 
 Every preset is a short function returning a :class:`Recipe` (pipeline form), with the paper
-reference and the defaults of optimizers.md §0 / §18 as keyword arguments; ``get`` passes
+reference and its defaults (docs/references.md) as keyword arguments; ``get`` passes
 overrides to it (unknown preset or keyword -> ``ValueError`` listing the valid ones).
 Routing labels: ``matrix`` (hidden 2-D weights), ``embedding``, ``head``, ``vector``.
 """
@@ -49,7 +49,7 @@ def adamw(
     beta2: float = 0.999,
     eps: float = 1e-8,
 ) -> Recipe:
-    """AdamW (Loshchilov & Hutter, 2019; torch.optim.AdamW), every parameter. §1."""
+    """AdamW (Loshchilov & Hutter, 2019; torch.optim.AdamW), every parameter. docs/references.md#adamw."""
     adam = AdamSpec(beta1=beta1, beta2=beta2, eps=eps)
     return _recipe("adamw", lr, weight_decay, [_route(ALL, [adam])])
 
@@ -61,7 +61,7 @@ def sgd(
     dampening: float = 0.0,
     nesterov: bool = False,
 ) -> Recipe:
-    """SGD with heavy-ball momentum and coupled L2 decay (torch.optim.SGD). §2."""
+    """SGD with heavy-ball momentum and coupled L2 decay (torch.optim.SGD). docs/references.md#sgd."""
     stages: list[StageSpec] = []
     if momentum > 0:
         out = "nesterov_add" if nesterov else "state"
@@ -73,7 +73,7 @@ def sgd(
 
 
 def signum(lr: float = 1e-3, weight_decay: float = 0.0, beta: float = 0.9) -> Recipe:
-    """Signum (Bernstein et al., 2018): sign of an EMA of gradients; ``beta=0`` is signSGD. §3."""
+    """Signum (Bernstein et al., 2018): sign of an EMA of gradients; ``beta=0`` is signSGD. docs/references.md#signum."""
     stages: list[StageSpec] = [NormSpec(type="sign")]
     if beta > 0:
         stages = [EmaSpec(beta=beta), *stages]
@@ -83,7 +83,7 @@ def signum(lr: float = 1e-3, weight_decay: float = 0.0, beta: float = 0.9) -> Re
 def lion(
     lr: float = 1e-4, weight_decay: float = 0.0, beta1: float = 0.9, beta2: float = 0.99
 ) -> Recipe:
-    """Lion (Chen et al., 2023; lion-pytorch): sign(β1·m + (1−β1)·g), m ← EMA_β2. §4."""
+    """Lion (Chen et al., 2023; lion-pytorch): sign(β1·m + (1−β1)·g), m ← EMA_β2. docs/references.md#lion."""
     ema = EmaSpec(beta=beta2, form="mul_add", output="interp", interp_beta=beta1)
     return _recipe("lion", lr, weight_decay, [_route(ALL, [ema, NormSpec(type="sign")])])
 
@@ -97,7 +97,7 @@ def muon(
     adam_lr: float = 3e-4,
 ) -> Recipe:
     """Muon (Jordan et al., 2024; torch.optim.Muon order of ops) on hidden matrices; AdamW
-    (0.9, 0.95, ε 1e-10, lr ``adam_lr``) on embeddings, head and vectors. §5."""
+    (0.9, 0.95, ε 1e-10, lr ``adam_lr``) on embeddings, head and vectors. docs/references.md#muon."""
     out = "nesterov_lerp" if nesterov else "state"
     matrix: list[StageSpec] = [
         EmaSpec(beta=momentum, output=out),
@@ -120,7 +120,7 @@ def swan(
 ) -> Recipe:
     """SWAN (Ma et al., arXiv 2412.13148, ICML 2025) on hidden matrices, stateless: GradNorm
     (standardize along the larger side) then GradWhitening ``(G̃G̃ᵀ)^{-1/2}G̃`` computed exactly
-    (``method="eigh"``); Adam elsewhere at the same lr. §6.
+    (``method="eigh"``); Adam elsewhere at the same lr. docs/references.md#swan.
 
     Paper defaults: both operators as defined in the paper, no rescale, no lr factor. The
     paper's lr is not in the stored material: 0.02 gives the matrices Muon's step for an update
@@ -146,7 +146,7 @@ def sinkgd(
     lr: float = 0.02, weight_decay: float = 0.0, alpha: float = 0.05, iters: int = 5
 ) -> Recipe:
     """SinkGD (Scetbon et al., 2025): stateless SR-Sinkhorn on hidden matrices, Adam elsewhere;
-    matrix lr = ``alpha``·lr (third-party reproductions, unverified). §7."""
+    matrix lr = ``alpha``·lr (third-party reproductions, unverified). docs/references.md#sinkgd."""
     routes = [
         _route(["matrix"], [SinkhornSpec(iters=iters)], lr_mult=alpha),
         _route(OTHERS, [AdamSpec()]),
@@ -159,7 +159,7 @@ def scale(
 ) -> Recipe:
     """SCALE (Glentis et al., 2025): row-RMS normalization of hidden matrices (no momentum),
     column normalization of embeddings, EMA + row normalization on the head, HF Adam with
-    lr ``adam_lr`` on vectors (the ≤350M scripts' argparse default). §8."""
+    lr ``adam_lr`` on vectors (the ≤350M scripts' argparse default). docs/references.md#scale."""
     routes = [
         _route(["matrix"], [NormSpec(type="row")]),
         _route(["embedding"], [NormSpec(type="col")]),
@@ -172,7 +172,7 @@ def scale(
 def adafactor(
     lr: float = 1e-2, weight_decay: float = 0.0, beta2_decay: float = -0.8, eps2: float = 1e-3
 ) -> Recipe:
-    """Adafactor (Shazeer & Stern, 2018; torch.optim.Adafactor), every parameter. §16.1."""
+    """Adafactor (Shazeer & Stern, 2018; torch.optim.Adafactor), every parameter. docs/references.md#adafactor."""
     stage = AdafactorSpec(beta2_decay=beta2_decay, eps2=eps2)
     return _recipe("adafactor", lr, weight_decay, [_route(ALL, [stage])])
 
@@ -190,7 +190,7 @@ def adam_mini(
     and k (``n_kv_heads``, default ``n_heads``), per row (output unit / token) for other
     matrices, embeddings and head, one scalar per vector; full AdamW on biases; no decay on
     vectors and biases. Heads ``None``: the model's, given to ``build`` as ``model_facts`` (the
-    worker passes the workload's). §17."""
+    worker passes the workload's). docs/references.md#adam-mini."""
     kw = {"beta1": beta1, "beta2": beta2, "eps": eps}
     q_heads = "model" if n_heads is None else n_heads
     k_heads = q_heads if n_kv_heads is None else n_kv_heads
@@ -220,7 +220,7 @@ def cosmos(
     """COSMOS (Liu et al., 2025; lliu606/COSMOS README defaults) on every matrix with at most
     10000 rows, embeddings and head included (the update has RMS ``lr_ratio``·lr); the
     reference's Adam branch (0.1 gradient weight, 0.9-based bias correction) on vectors and
-    larger matrices. Decay before the step everywhere. §15."""
+    larger matrices. Decay before the step everywhere. docs/references.md#cosmos."""
     matrix = CosmosSpec(
         beta1=beta1,
         beta2=beta2,

@@ -1,4 +1,4 @@
-"""Q-GaLore's INT8 weights in the reference's simulation mode (optimizers.md §10;
+"""Q-GaLore's INT8 weights in the reference's simulation mode (docs/references.md#q-galore;
 VITA-Group/Q-GaLore ``q_galore_adamw8bit_simulate.py``).
 
 After every optimizer step the weight is put back on its asymmetric min-max integer grid, per

@@ -1,7 +1,7 @@
 """SWAN GradWhitening ``Δ = (G·Gᵀ)^{-1/2}·G``: the polar factor ``U·Vᵀ`` of ``G``.
 
 Reference: Ma, Gong, Scetbon, Meeds, "SWAN: SGD with Normalization and Whitening Enables
-Stateless LLM Training" (arXiv 2412.13148, ICML 2025); optimizers.md §6. The paper defines the
+Stateless LLM Training" (arXiv 2412.13148, ICML 2025); docs/references.md#swan. The paper defines the
 operator exactly and computes it with a coupled Newton–Schulz inverse square root; no official
 code exists. Methods:
 

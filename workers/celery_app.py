@@ -16,10 +16,13 @@ import threading
 from typing import Any
 
 from celery import Celery, signals
+from kombu.transport.sqlalchemy import Transport
 
-from core.broker import celery_config
+from core.broker import celery_config, get_celery_client
 from core.config import Settings, get_settings
+from core.db import get_engine, is_transient
 from core.process import die_with_parent
+from workers.reaper import reap_once
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +65,6 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 
 def _fast_sqla_polling(seconds: float = 0.25) -> None:
     """The embedded broker polls its SQLite table (kombu's default: every 1 s)."""
-    from kombu.transport.sqlalchemy import Transport
-
     Transport.polling_interval = seconds
 
 
@@ -78,14 +79,11 @@ app = create_celery_app()
 @signals.worker_process_init.connect
 def _init_pool_process(**_: Any) -> None:
     die_with_parent()
-    from core.broker import get_celery_client
-    from core.db import get_engine
-
     get_engine().dispose(close=False)  # connections inherited through fork are the parent's
     get_celery_client.cache_clear()  # and so is the reaper's broker client
     threads = app.conf.get("optforge_torch_threads")
     if threads:
-        import torch
+        import torch  # pool children only: the worker's main process never imports torch
 
         torch.set_num_threads(int(threads))
 
@@ -98,9 +96,6 @@ _reaper_stop = threading.Event()
 
 
 def _reaper_loop(interval: float) -> None:
-    from core.db import is_transient
-    from workers.reaper import reap_once
-
     while not _reaper_stop.wait(interval * random.uniform(0.8, 1.2)):
         try:
             counts = reap_once()

@@ -1,6 +1,6 @@
 """Models of the workloads: a LLaMA-style decoder and a small MLP classifier.
 
-The decoder follows the LLaMA/GaLore reference (optimizers.md §0.2): pre-norm blocks with
+The decoder follows the LLaMA/GaLore reference (docs/references.md#galore-protocol): pre-norm blocks with
 RMSNorm, rotary position embeddings, SwiGLU feed-forward, no biases, untied ``embed`` and
 ``lm_head``. Module names make routing obvious: ``embed``, ``layers.{i}.attn.{q,k,v,o}``,
 ``layers.{i}.mlp.{gate,up,down}``, ``layers.{i}.attn_norm``, ``layers.{i}.mlp_norm``, ``norm``,

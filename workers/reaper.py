@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 
+import core.broker  # module attribute lookups at call time: tests swap its senders
 from core.config import get_settings
 from core.db import session_scope
 from core.models import Run, RunStatus, SearchTrial
@@ -29,19 +30,18 @@ def reap_once(
     tick: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Re-queue or fail expired runs, re-send old queued runs, tick running studies."""
-    from core.broker import dispatch_run, dispatch_study_tick
-
     now = now or datetime.now(UTC)
-    send: Dispatch = dispatch or dispatch_run
+    send: Dispatch = dispatch or core.broker.dispatch_run
     requeued, failed, studies = expire_leases(now)
     resent = lost_messages(now) + stale_queued(now)
     for run_id, queue in requeued + resent:
         send(run_id, queue)
+    # the task modules import search's schedulers (about 1 s): only when the reaper runs
     from workers.study_tasks import running_study_ids
 
     study_ids = sorted(set(running_study_ids()) | studies)
     for sid in study_ids:
-        (tick or dispatch_study_tick)(sid)
+        (tick or core.broker.dispatch_study_tick)(sid)
     bench_ids = tick_benchmarks()
     return {
         "requeued": len(requeued),
@@ -54,12 +54,11 @@ def reap_once(
 
 def tick_benchmarks() -> list[int]:
     """Send ``benchmark_tick`` for every running benchmark (a lost tick never stalls one)."""
-    from core.broker import dispatch_benchmark_tick
-    from workers.bench_tasks import running_benchmark_ids
+    from workers.bench_tasks import running_benchmark_ids  # see reap_once: search's imports
 
     ids = running_benchmark_ids()
     for bid in ids:
-        dispatch_benchmark_tick(bid)
+        core.broker.dispatch_benchmark_tick(bid)
     return ids
 
 
@@ -159,8 +158,6 @@ def lost_messages(
     up as a duplicate at worst, which the atomic claim makes harmless. Brokers that cannot
     be inspected (the embedded one) are left to :func:`stale_queued`.
     """
-    from core.broker import pending_run_ids
-
     cutoff = now - timedelta(seconds=get_settings().lost_message_grace_s)
     sent_at = func.coalesce(Run.dispatched_at, Run.created_at)
     with session_scope() as session:
@@ -173,7 +170,7 @@ def lost_messages(
     if not candidates:
         return []
     try:
-        in_broker = (pending or pending_run_ids)()
+        in_broker = (pending or core.broker.pending_run_ids)()
     except Exception as exc:  # noqa: BLE001 - broker down: nothing can be re-sent anyway
         log.warning("cannot inspect the broker for lost messages: %s", exc)
         return []

@@ -11,6 +11,11 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from sqlalchemy import select
+
+from core.db import session_scope
+from core.models import SearchStudy, StudyStatus
+from search.scheduler import tick
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +23,6 @@ log = logging.getLogger(__name__)
 @shared_task(name="optforge.study_tick", ignore_result=True, acks_late=False)
 def study_tick(study_id: int) -> dict[str, int]:
     """Tell finished trials of study ``study_id`` and ask new ones (search.scheduler.tick)."""
-    from search.scheduler import tick
-
     try:
         counts = tick(int(study_id))
     except LookupError:
@@ -31,11 +34,6 @@ def study_tick(study_id: int) -> dict[str, int]:
 
 def running_study_ids() -> list[int]:
     """Ids of running studies (the reaper sends ``study_tick`` for each)."""
-    from sqlalchemy import select
-
-    from core.db import session_scope
-    from core.models import SearchStudy, StudyStatus
-
     with session_scope() as session:
         return list(
             session.scalars(

@@ -12,7 +12,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from celery import shared_task
+from sqlalchemy.exc import SQLAlchemyError
 
+import core.broker  # module attribute lookups at call time: tests swap its senders
+from core.db import is_transient, with_retry
+from search.pruner import should_prune_run
+from workers.reaper import reap_once, release_run
 from workers.runs_db import (
     Claim,
     CurveWriter,
@@ -52,9 +57,6 @@ class RunCallbacks:
         if self.claim.trial_id is None or point.val_loss is None:
             return "continue"
         self.curve.flush()  # the pruner reads curves of the study from run_metrics
-        from core.db import with_retry
-        from search.pruner import should_prune_run
-
         run_id, step, val_loss = self.claim.run_id, point.step, point.val_loss
         prune = with_retry(lambda: should_prune_run(run_id, step, val_loss), f"pruner {run_id}")
         return "prune" if prune else "continue"
@@ -90,11 +92,9 @@ def execute_run(run_id: int, owner: str | None = None, **local: Any) -> str:
 
 def _notify_owners(claim: Claim) -> None:
     """Tick the study or benchmark the finished run belongs to (the reaper ticks them too)."""
-    from core.broker import dispatch_benchmark_tick, dispatch_study_tick
-
     for owner_id, send in (
-        (claim.study_id, dispatch_study_tick),
-        (claim.benchmark_id, dispatch_benchmark_tick),
+        (claim.study_id, core.broker.dispatch_study_tick),
+        (claim.benchmark_id, core.broker.dispatch_benchmark_tick),
     ):
         if owner_id is None:
             continue
@@ -106,7 +106,7 @@ def _notify_owners(claim: Claim) -> None:
 
 def _run(claim: Claim, callbacks: Callbacks, **local: Any) -> TrainResult:
     """Train in this process, or under torchrun when the run spans several processes."""
-    from workers.train import run_workload
+    from workers.train import run_workload  # torch: inside the task only
 
     if claim.gpus > 1:
         from workers.launch import run_distributed
@@ -163,17 +163,13 @@ def _train(claim: Claim, lease: Lease, curve: CurveWriter, **local: Any) -> str:
 
 def _give_back(claim: Claim, exc: RankFailure) -> str:
     """Queue the run again (or fail it once its attempts are spent) and send it."""
-    from core.broker import dispatch_run
-    from core.db import with_retry
-    from workers.reaper import release_run
-
     reason = f"attempt {claim.attempt}: {exc}"[:2000]
     log.warning("run %s: a rank failed: %s", claim.run_id, exc)
     again = with_retry(lambda: release_run(claim.run_id, claim.owner, reason), "release")
     if again is None:
         return "failed"
     try:
-        dispatch_run(*again)
+        core.broker.dispatch_run(*again)
     except Exception:  # noqa: BLE001 - the reaper re-sends queued runs whose message is lost
         log.warning("re-dispatch of run %s failed (the reaper will resend)", claim.run_id)
     return "requeued"
@@ -181,8 +177,6 @@ def _give_back(claim: Claim, exc: RankFailure) -> str:
 
 def _database_error(exc: BaseException) -> bool:
     """True when ``exc`` (or what caused it) is a transient database error."""
-    from core.db import is_transient
-
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
@@ -205,8 +199,6 @@ def train_run(self: Any, run_id: int) -> str:
     A claim that cannot reach the database (after ``claim_run``'s own retries) is retried
     as a new message, never acked and lost; the reaper re-sends it should that fail too.
     """
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         return execute_run(int(run_id))
     except SQLAlchemyError as exc:
@@ -219,6 +211,4 @@ def train_run(self: Any, run_id: int) -> str:
 @shared_task(name="optforge.reap", acks_late=False, ignore_result=True)
 def reap() -> dict[str, int]:
     """One reaper pass (workers also run it on their own timer)."""
-    from workers.reaper import reap_once
-
     return reap_once()

@@ -1,6 +1,6 @@
 """galore / apollo / apollo_mini presets (through optim_core.build) against the real packages.
 
-optimizers.md §21: 10 steps of pre-generated Gaussian gradients on a 64×48 and a 48×64 hidden
+docs/references.md#equivalence-tests: 10 steps of pre-generated Gaussian gradients on a 64×48 and a 48×64 hidden
 matrix plus a 64-vector; error = relative Frobenius difference of the final parameters.
 """
 

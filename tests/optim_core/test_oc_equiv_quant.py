@@ -4,7 +4,7 @@ closeness to fp32 AdamW / GaLore, and exact state accounting on LLaMA-shaped par
 torchao's optimizers wrap their step in ``torch.compile`` (about two minutes of compilation per
 shape on a 2-core CPU); the tests run the same torchao code eagerly by making ``torch.compile``
 the identity for the duration of the test (compile fusion changes results by ≤ 5e-8 relative,
-optimizers.md §21, but a code flipped near a rounding midpoint can amplify that).
+docs/references.md#equivalence-tests, but a code flipped near a rounding midpoint can amplify that).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""optim_core presets vs the real reference optimizers (optimizers.md §21: 10 steps, random
+"""optim_core presets vs the real reference optimizers (docs/references.md#equivalence-tests: 10 steps, random
 gradients, shapes 64×48, 48×64 and a 64-vector, relative Frobenius error of the final params)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """FRUGAL Block variant (issue 12 item 2) against a literal restatement of FRUGAL's
-``BlockOptimizer`` (optimizers.md §12; no package exists): active set, rotation order, statistics
+``BlockOptimizer`` (docs/references.md#frugal; no package exists): active set, rotation order, statistics
 reset, signSGD on inactive matrices, and exact state bytes (only active matrices hold state)."""
 
 from __future__ import annotations

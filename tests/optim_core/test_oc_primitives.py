@@ -1,5 +1,5 @@
 """Pure tensor primitives: normalizations, orthogonalization, whitening, momentum, Adam, decay
-(property tests from optimizers.md §21 where no reference package exists)."""
+(property tests from docs/references.md#equivalence-tests where no reference package exists)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_ema_stage_init_first_copies_first_input() -> None:
 
 
 def test_hf_adam_equals_torch_adam_with_rescaled_eps() -> None:
-    """HF ε placement ≡ torch placement with ε_torch = ε / sqrt(bc2) (optimizers.md §0.1)."""
+    """HF ε placement ≡ torch placement with ε_torch = ε / sqrt(bc2) (docs/references.md#conventions)."""
     g = _g()
     m = g * 0.1
     v = g * g * 0.001

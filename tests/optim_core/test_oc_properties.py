@@ -1,4 +1,4 @@
-"""Preset-level property tests where no reference package exists (optimizers.md §21):
+"""Preset-level property tests where no reference package exists (docs/references.md#equivalence-tests):
 SinkGD, SCALE, SWAN, Signum; one step with lr 1 exposes the update ΔW = W0 − W1."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_muon_matrix_update_is_near_orthogonal() -> None:
 def _adam_mini_by_hand(
     w: torch.Tensor, grads: list[torch.Tensor], blocks: int | None, lr: float, wd: float
 ) -> torch.Tensor:
-    """optimizers.md §17 written out: blocks = rows per v (None: one scalar v)."""
+    """Adam-mini (docs/references.md#adam-mini) written out: blocks = rows per v (None: one scalar v)."""
     w = w.clone()
     m = torch.zeros_like(w)
     v = torch.zeros(()) if blocks is None else torch.zeros(blocks, 1)

@@ -40,7 +40,7 @@ def test_named_shapes_equal_model_parameters(name: str) -> None:
 
 
 def test_galore_protocol_sizes() -> None:
-    # optimizers.md §0.2: exact parameter counts with untied embedding/head, V = 32000.
+    # docs/references.md#galore-protocol: exact parameter counts with untied embedding/head, V = 32000.
     expected = {"tokens-lm": 58.07e6, "tokens-lm-130m": 134.11e6, "tokens-lm-350m": 367.97e6}
     for name, n in expected.items():
         assert get_workload(name).n_params == pytest.approx(n, abs=0.006e6)
