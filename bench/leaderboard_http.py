@@ -41,7 +41,7 @@ def _serve(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=ROOT, env=env)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--pg-admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -49,53 +49,66 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--port", type=int, default=8799)
-    args = parser.parse_args()
+    return parser
 
-    import httpx
+
+def _in_process(queries: int) -> tuple[list[float], list[float]]:
+    """Seconds per ``records.leaderboard.leaderboard`` call and per run of its SQL alone."""
     from sqlalchemy import text
 
+    from core.db import get_engine, session_scope
+    from records.leaderboard import _best_lr_query, leaderboard
+
+    sql = str(
+        _best_lr_query("synthetic-lm", 100).compile(
+            get_engine(), compile_kwargs={"literal_binds": True}
+        )
+    )
+    with session_scope() as s:
+        direct = _time(lambda: leaderboard(s, "synthetic-lm", 100), queries)
+        raw = _time(lambda: s.execute(text(sql)).all(), queries)
+    return direct, raw
+
+
+def _over_http(port: int, queries: int) -> tuple[int, list[float]]:
+    """The board's total and seconds per keep-alive GET against the uvicorn on ``port``."""
+    import httpx
+
+    params: dict[str, str | int] = {"workload": "synthetic-lm", "steps": 100}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        for _ in range(200):
+            try:
+                if client.get("/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        total = client.get("/v1/leaderboard", params=params).json()["total"]
+        http = _time(lambda: client.get("/v1/leaderboard", params=params), queries)
+    return total, http
+
+
+def main() -> None:
+    args = _parser().parse_args()
     url = svc.make_database(args.pg_admin_url)
     os.environ.update(OPTFORGE_DATABASE_URL=url, OPTFORGE_DATA_DIR=tempfile.mkdtemp())
     proc = None
     try:
-        from core.db import get_engine, session_scope
         from migrations.runner import upgrade
-        from records.leaderboard import _best_lr_query, leaderboard
 
         upgrade(url)
         svc.fill_runs(args.runs)
-        params = {"workload": "synthetic-lm", "steps": 100}
-        sql = str(
-            _best_lr_query("synthetic-lm", 100).compile(
-                get_engine(), compile_kwargs={"literal_binds": True}
-            )
-        )
-        with session_scope() as s:
-            direct = _time(lambda: leaderboard(s, "synthetic-lm", 100), args.queries)
-            raw = _time(lambda: s.execute(text(sql)).all(), args.queries)
+        direct, raw = _in_process(args.queries)
         proc = _serve(args.port)
-        with httpx.Client(base_url=f"http://127.0.0.1:{args.port}", timeout=10) as client:
-            for _ in range(200):
-                try:
-                    if client.get("/v1/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            total = client.get("/v1/leaderboard", params=params).json()["total"]
-            http = _time(lambda: client.get("/v1/leaderboard", params=params), args.queries)
-        print(
-            json.dumps(
-                {
-                    "runs": args.runs,
-                    "recipes_on_board": total,
-                    "http_get_live_uvicorn": svc.summary(http),
-                    "search_leaderboard": svc.summary(direct),
-                    "sql_only": svc.summary(raw),
-                    "load_avg_1m": os.getloadavg()[0],
-                },
-                indent=2,
-            )
-        )
+        total, http = _over_http(args.port, args.queries)
+        result = {
+            "runs": args.runs,
+            "recipes_on_board": total,
+            "http_get_live_uvicorn": svc.summary(http),
+            "search_leaderboard": svc.summary(direct),
+            "sql_only": svc.summary(raw),
+            "load_avg_1m": os.getloadavg()[0],
+        }
+        print(json.dumps(result, indent=2))
     finally:
         if proc is not None:
             proc.terminate()

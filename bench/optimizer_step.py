@@ -1,7 +1,7 @@
 """Benchmark (not a test): ``step()`` time of every preset on LLaMA-shaped parameters, next to
 its reference implementation in the same process.
 
-Parameters are those of the GaLore-protocol LLaMA (docs/references.md#galore-protocol; 60M config dims by
+Parameters are those of the GaLore-protocol LLaMA (optimizers.md §0.2; 60M config dims by
 default) with fewer layers / a smaller vocabulary on CPU so the run stays within minutes. Each
 optimizer gets the same fixed random gradients; ``--warmup`` steps (which include the first
 projector SVD / torch.compile) are not timed; the table shows the median of ``--iters`` steps,
@@ -29,20 +29,16 @@ import os
 import platform
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from optimizer_refs import Params, RefFactory, references  # bench/optimizer_refs.py, a sibling
 
 import optim_core
 from optim_core import fused
-from optim_core.compile import label_of
 from optim_core.testing import llama_shapes
-
-Params = dict[str, torch.nn.Parameter]
-RefFactory = Callable[[Params], list[torch.optim.Optimizer]]
 
 
 def make_params(shapes: dict, device: str, dtype: torch.dtype) -> Params:
@@ -53,126 +49,6 @@ def make_params(shapes: dict, device: str, dtype: torch.dtype) -> Params:
         p.grad = (torch.randn(shape, generator=gen) * 1e-3).to(device, dtype)
         params[name] = p
     return params
-
-
-def _split(params: Params) -> tuple[list, list]:
-    matrices = [p for n, p in params.items() if label_of(n, tuple(p.shape)) == "matrix"]
-    others = [p for n, p in params.items() if label_of(n, tuple(p.shape)) != "matrix"]
-    return matrices, others
-
-
-def _rank(p: torch.Tensor, fraction: float = 0.25) -> int:
-    return max(1, round(fraction * min(p.shape)))
-
-
-def _galore(ps: Params) -> list[torch.optim.Optimizer]:
-    from galore_torch import GaLoreAdamW
-
-    mats, others = _split(ps)
-    groups: list[dict[str, Any]] = [
-        {
-            "params": [p],
-            "rank": _rank(p),
-            "update_proj_gap": 200,
-            "scale": 0.25,
-            "proj_type": "std",
-        }
-        for p in mats
-    ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return [GaLoreAdamW([*groups, {"params": others}], lr=0.01)]
-
-
-def _apollo(mini: bool) -> RefFactory:
-    def make(ps: Params) -> list[torch.optim.Optimizer]:
-        from apollo_torch import APOLLOAdamW
-
-        mats, others = _split(ps)
-        groups: list[dict[str, Any]] = [
-            {
-                "params": [p],
-                "rank": 1 if mini else _rank(p),
-                "proj": "random",
-                "scale_type": "tensor" if mini else "channel",
-                "scale": 128.0 if mini else 1.0,
-                "update_proj_gap": 200,
-                "proj_type": "std",
-            }
-            for p in mats
-        ]
-        opt = APOLLOAdamW([*groups, {"params": others}], lr=0.01, eps=1e-6, scale_front=mini)
-        return [opt]
-
-    return make
-
-
-def _muon(ps: Params) -> list[torch.optim.Optimizer]:
-    mats, others = _split(ps)
-    muon = torch.optim.Muon(mats, lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True)
-    adam = torch.optim.AdamW(
-        others, lr=3e-4, betas=(0.9, 0.95), eps=1e-10, weight_decay=0.0, foreach=True
-    )
-    return [muon, adam]
-
-
-def _lion(ps: Params) -> list[torch.optim.Optimizer]:
-    from lion_pytorch import Lion
-
-    return [Lion(list(ps.values()), lr=1e-4)]
-
-
-def _bnb8(ps: Params) -> list[torch.optim.Optimizer]:
-    import bitsandbytes as bnb
-
-    return [bnb.optim.AdamW8bit(list(ps.values()), lr=1e-3, weight_decay=0.0)]
-
-
-def _torchao(cls_name: str) -> RefFactory:
-    def make(ps: Params) -> list[torch.optim.Optimizer]:
-        import torchao.optim
-
-        cls = getattr(torchao.optim, cls_name)
-        return [cls(list(ps.values()), lr=1e-3, weight_decay=0.0)]
-
-    return make
-
-
-def references(with_torchao: bool) -> dict[str, list[tuple[str, RefFactory]]]:
-    """Preset name -> [(reference label, factory)], hyperparameters as the preset defaults."""
-    refs: dict[str, list[tuple[str, RefFactory]]] = {
-        "adamw": [
-            (
-                "torch AdamW foreach",
-                lambda ps: [
-                    torch.optim.AdamW(list(ps.values()), lr=1e-3, weight_decay=0.0, foreach=True)
-                ],
-            )
-        ],
-        "sgd": [
-            (
-                "torch SGD foreach",
-                lambda ps: [
-                    torch.optim.SGD(list(ps.values()), lr=1e-2, momentum=0.9, foreach=True)
-                ],
-            )
-        ],
-        "lion": [("lion-pytorch Lion", _lion)],
-        "muon": [("torch Muon + AdamW", _muon)],
-        "adafactor": [
-            ("torch Adafactor", lambda ps: [torch.optim.Adafactor(list(ps.values()), lr=1e-2)])
-        ],
-        "galore": [("galore-torch GaLoreAdamW", _galore)],
-        "apollo": [("apollo-torch APOLLOAdamW", _apollo(mini=False))],
-        "apollo_mini": [("apollo-torch APOLLOAdamW (mini)", _apollo(mini=True))],
-        "adamw_8bit": [("bitsandbytes AdamW8bit", _bnb8)],
-    }
-    refs["q_galore"] = [("galore-torch GaLoreAdamW", _galore)]
-    refs["cosmos"] = [("torch Muon + AdamW", _muon)]
-    if with_torchao:
-        refs["adamw_8bit"].append(("torchao AdamW8bit (compiled)", _torchao("AdamW8bit")))
-        refs["adamw_4bit"] = [("torchao AdamW4bit (compiled)", _torchao("AdamW4bit"))]
-    return refs
 
 
 def _sync(device: str) -> None:
@@ -230,45 +106,56 @@ def time_interleaved(
     return [statistics.median(t) for t in times]
 
 
-def bench(args: argparse.Namespace) -> dict[str, Any]:
+def _preset_row(
+    name: str,
+    args: argparse.Namespace,
+    shapes: dict,
+    refs: dict[str, list[tuple[str, RefFactory]]],
+    clock: Callable[[], float],
+    gbps: float,
+) -> tuple[dict[str, Any], list[float]]:
+    """One preset timed against its references: (table row, reference step ms)."""
     device, dtype = args.device, torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    n_params, param_bytes = sum(math.prod(s) for s in shapes.values()), dtype.itemsize
+    opt = optim_core.build(optim_core.presets.get(name), make_params(shapes, device, dtype))
+    # presets without a package reference are timed against torch AdamW (the target for
+    # stateless presets is "no slower than adamw")
+    ref_list = refs.get(name) or refs["adamw"]
+    ref_opts = [factory(make_params(shapes, device, dtype)) for _, factory in ref_list]
+    first: list[float] = []
+    runs: list[list[torch.optim.Optimizer]] = [[opt], *ref_opts]
+    ms, *ref_ms = time_interleaved(runs, device, args.warmup, args.iters, clock, first)
+    bound_ms = bytes_touched(opt, n_params, param_bytes) / (gbps * 1e9) * 1e3
+    row = {
+        "preset": name,
+        "ms": ms,
+        "first_ms": first[0],
+        "bound_ms": bound_ms,
+        "x_bound": ms / bound_ms,
+        "bytes_per_param": bytes_touched(opt, n_params, param_bytes) / n_params,
+        "state_bytes_per_param": optim_core.measure_state_bytes(opt) / n_params,
+        "refs": [
+            {"reference": label, "ms": r, "ratio": ms / r, "first_ms": f}
+            for (label, _), r, f in zip(ref_list, ref_ms, first[1:], strict=True)
+        ],
+    }
+    return row, ref_ms
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    device = args.device
     shapes = llama_shapes(vocab=args.vocab, d=args.dim, inter=args.ffn, layers=args.layers)
-    n_params = sum(math.prod(s) for s in shapes.values())
     refs = references(args.torchao)
     names = args.presets.split(",") if args.presets else optim_core.presets.names()
     rows: list[dict[str, Any]] = []
     adamw_ref_ms: float | None = None
     clock = time.process_time if args.clock == "process" else time.perf_counter
     gbps = triad_gbps(device, clock)
-    param_bytes = 2 if dtype == torch.bfloat16 else 4
     print(f"triad bandwidth {gbps:.1f} GB/s", flush=True)
     for name in names:
-        recipe = optim_core.presets.get(name)
-        opt = optim_core.build(recipe, make_params(shapes, device, dtype))
-        # presets without a package reference are timed against torch AdamW (the target for
-        # stateless presets is "no slower than adamw")
-        ref_list = refs.get(name) or refs["adamw"]
-        ref_opts = [factory(make_params(shapes, device, dtype)) for _, factory in ref_list]
-        first: list[float] = []
-        runs: list[list[torch.optim.Optimizer]] = [[opt], *ref_opts]
-        ms, *ref_ms = time_interleaved(runs, device, args.warmup, args.iters, clock, first)
-        bound_ms = bytes_touched(opt, n_params, param_bytes) / (gbps * 1e9) * 1e3
-        row: dict[str, Any] = {
-            "preset": name,
-            "ms": ms,
-            "first_ms": first[0],
-            "bound_ms": bound_ms,
-            "x_bound": ms / bound_ms,
-            "bytes_per_param": bytes_touched(opt, n_params, param_bytes) / n_params,
-            "state_bytes_per_param": optim_core.measure_state_bytes(opt) / n_params,
-            "refs": [
-                {"reference": label, "ms": r, "ratio": ms / r, "first_ms": f}
-                for (label, _), r, f in zip(ref_list, ref_ms, first[1:], strict=True)
-            ],
-        }
+        row, ref_ms = _preset_row(name, args, shapes, refs, clock, gbps)
         if name == "adamw":
             adamw_ref_ms = ref_ms[0]
-        del opt, ref_opts
         rows.append(row)
         _echo_row(row)
     for row in rows:
@@ -280,7 +167,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "shape": {"dim": args.dim, "ffn": args.ffn, "layers": args.layers, "vocab": args.vocab},
-        "n_params": n_params,
+        "n_params": sum(math.prod(s) for s in shapes.values()),
         "warmup": args.warmup,
         "iters": args.iters,
         "clock": args.clock,
@@ -329,11 +216,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args() -> argparse.Namespace:
-    cuda = torch.cuda.is_available()
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _add_shape_args(ap: argparse.ArgumentParser, cuda: bool) -> None:
     ap.add_argument("--device", default="cuda" if cuda else "cpu")
     ap.add_argument(
         "--dtype", choices=["fp32", "bf16"], default=None, help="default: bf16 on CUDA"
@@ -342,6 +225,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--ffn", type=int, default=1376)
     ap.add_argument("--layers", type=int, default=None, help="default: 8 on CUDA, 2 on CPU")
     ap.add_argument("--vocab", type=int, default=None, help="default: 32000 on CUDA, 4096 on CPU")
+
+
+def _add_run_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--warmup", type=int, default=None, help="default: 5 on CUDA, 2 on CPU")
     ap.add_argument("--iters", type=int, default=None, help="default: 20 on CUDA, 5 on CPU")
     ap.add_argument("--presets", default="", help="comma-separated subset (default: all)")
@@ -366,6 +252,14 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
     ap.add_argument("--markdown", type=Path, default=None, help="write the markdown table here")
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _add_shape_args(ap, torch.cuda.is_available())
+    _add_run_args(ap)
     args = ap.parse_args()
     on_gpu = args.device.startswith("cuda")
     args.dtype = args.dtype or ("bf16" if on_gpu else "fp32")

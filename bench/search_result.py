@@ -123,7 +123,7 @@ def render(detail: dict[str, Any], adamw: dict[str, Any], command: str, wall_s: 
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="shakespeare-lm")
     parser.add_argument("--trials", type=int, default=30)
@@ -132,20 +132,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--adamw-lrs", default="0.001,0.003,0.006,0.01")
     parser.add_argument("--out", type=Path, default=Path("docs/search-results.md"))
-    args = parser.parse_args()
+    return parser
 
-    from core.config import get_settings
+
+def _run_study(args: argparse.Namespace, t0: float) -> dict[str, Any]:
+    """Create the study of the default space and run it with local workers; its detail."""
     from core.db import session_scope
-    from migrations.runner import upgrade
     from optforge.cli.search_cmds import _progress_line, run_local_study
     from search.scheduler import StudySpec, create_study
 
-    upgrade()
-    t0 = time.time()
-    threads = get_settings().torch_threads or 1
-    lrs = [float(x) for x in args.adamw_lrs.split(",")]
-    adamw = adamw_baseline(args.workload, args.steps, args.seed, lrs, args.parallel, threads)
-    print("AdamW:", adamw, f"({time.time() - t0:.0f} s)", flush=True)
     spec = StudySpec(
         workload=args.workload,
         steps=args.steps,
@@ -156,11 +151,26 @@ def main() -> None:
     )
     with session_scope() as s:
         study_id = create_study(s, spec).id
-    detail = run_local_study(
+    return run_local_study(
         study_id,
         args.parallel,
         on_progress=lambda d: print(f"{time.time() - t0:.0f}s", _progress_line(d), flush=True),
     )
+
+
+def main() -> None:
+    args = _parser().parse_args()
+
+    from core.config import get_settings
+    from migrations.runner import upgrade
+
+    upgrade()
+    t0 = time.time()
+    threads = get_settings().torch_threads or 1
+    lrs = [float(x) for x in args.adamw_lrs.split(",")]
+    adamw = adamw_baseline(args.workload, args.steps, args.seed, lrs, args.parallel, threads)
+    print("AdamW:", adamw, f"({time.time() - t0:.0f} s)", flush=True)
+    detail = _run_study(args, t0)
     command = "bench/search_result.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
     )

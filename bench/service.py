@@ -130,6 +130,37 @@ def post_latency(client: Any, headers: dict[str, str], posts: int, warmup: int) 
     return out
 
 
+def _recipe_rows(n_recipes: int, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {"hash": f"bench{i:04d}", "name": f"r{i}", "canonical": {"lr": 0.01}, "created_at": now}
+        for i in range(n_recipes)
+    ]
+
+
+def _run_row(k: int, ids: list[int], rng: random.Random, now: datetime) -> dict[str, Any]:
+    """Run ``k``: recipe ``k % len(ids)``, one of 4 lrs, a seed; 10 % on another board, 5 % failed."""
+    rid = ids[k % len(ids)]
+    other = k % 10 == 9  # 10 % of runs on another (workload, steps) board
+    return {
+        "recipe_id": rid,
+        "workload": "shakespeare-lm" if other else "synthetic-lm",
+        "steps": 100,
+        "seed": k // (len(ids) * 4),
+        "lr": [0.001, 0.003, 0.01, 0.03][(k // len(ids)) % 4],
+        "queue": "cpu",
+        "status": "succeeded" if k % 20 else "failed",
+        "attempts": 1,
+        "cancel_requested": False,
+        "final_val_loss": 2.0 + rng.random(),
+        "steps_to_target": rng.choice([None, 50, 80]),
+        "tokens_per_s": 1e4 * (1 + rng.random()),
+        "state_bytes": 1000 * (rid % 9 + 1),
+        "n_params": 1000,
+        "state_bytes_per_param": float(rid % 9 + 1),
+        "created_at": now,
+    }
+
+
 def fill_runs(n_runs: int, n_recipes: int = 100, seed: int = 0) -> None:
     """n_runs succeeded runs on synthetic-lm/100 steps: recipes x lrs x seeds, plus noise."""
     from sqlalchemy import insert, text
@@ -139,38 +170,11 @@ def fill_runs(n_runs: int, n_recipes: int = 100, seed: int = 0) -> None:
 
     rng = random.Random(seed)
     now = datetime.now(UTC)
-    recipes = [
-        {"hash": f"bench{i:04d}", "name": f"r{i}", "canonical": {"lr": 0.01}, "created_at": now}
-        for i in range(n_recipes)
-    ]
     engine = get_engine()
     with engine.begin() as conn:
-        conn.execute(insert(Recipe), recipes)
+        conn.execute(insert(Recipe), _recipe_rows(n_recipes, now))
         ids = [r[0] for r in conn.execute(text("SELECT id FROM recipes ORDER BY id"))]
-        rows = []
-        for k in range(n_runs):
-            rid = ids[k % len(ids)]
-            other = k % 10 == 9  # 10 % of runs on another (workload, steps) board
-            rows.append(
-                {
-                    "recipe_id": rid,
-                    "workload": "shakespeare-lm" if other else "synthetic-lm",
-                    "steps": 100,
-                    "seed": k // (len(ids) * 4),
-                    "lr": [0.001, 0.003, 0.01, 0.03][(k // len(ids)) % 4],
-                    "queue": "cpu",
-                    "status": "succeeded" if k % 20 else "failed",
-                    "attempts": 1,
-                    "cancel_requested": False,
-                    "final_val_loss": 2.0 + rng.random(),
-                    "steps_to_target": rng.choice([None, 50, 80]),
-                    "tokens_per_s": 1e4 * (1 + rng.random()),
-                    "state_bytes": 1000 * (rid % 9 + 1),
-                    "n_params": 1000,
-                    "state_bytes_per_param": float(rid % 9 + 1),
-                    "created_at": now,
-                }
-            )
+        rows = [_run_row(k, ids, rng, now) for k in range(n_runs)]
         conn.execute(insert(Run), rows)
         conn.execute(text("ANALYZE"))
 
@@ -212,7 +216,7 @@ def sql_execution_ms(repeats: int = 20) -> float:
     return round(statistics.median(times), 2)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--pg-admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -224,7 +228,56 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
-    args = parser.parse_args()
+    return parser
+
+
+def _prepare_database(url: str) -> str:
+    """Migrate the throw-away database; return a fresh API key."""
+    from core.db import session_scope
+    from migrations.runner import upgrade
+    from records.api_keys import create_api_key
+
+    upgrade(url)
+    with session_scope() as s:
+        return create_api_key(s, "bench")
+
+
+def _measure(args: argparse.Namespace, key: str) -> dict[str, Any]:
+    """Both measurements through the in-process app (the worker is running)."""
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    results: dict[str, Any] = {}
+    with TestClient(create_app()) as client:
+        lat = post_latency(client, {"Authorization": f"Bearer {key}"}, args.posts, args.warmup)
+        results["post_to_worker_start"] = summary(lat)
+        fill_runs(args.runs)
+        http, direct = leaderboard_latency(client, args.queries)
+        results["leaderboard_get"] = summary(http)
+        results["leaderboard_query"] = summary(direct)
+        results["leaderboard_sql_execution_p50_ms"] = sql_execution_ms()
+    results["runs_in_db"] = args.runs + args.posts + args.warmup
+    results["redis_url"] = args.redis_url
+    return results
+
+
+def _teardown(args: argparse.Namespace, url: str, worker: subprocess.Popen[bytes] | None) -> None:
+    """Kill the worker, drop the database, flush the Redis db."""
+    import redis
+
+    if worker is not None:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    from core.db import get_engine
+
+    get_engine().dispose()
+    drop_database(args.pg_admin_url, url)
+    redis.Redis.from_url(args.redis_url).flushdb()
+
+
+def main() -> None:
+    args = _parser().parse_args()
 
     import redis
 
@@ -240,43 +293,16 @@ def main() -> None:
     redis.Redis.from_url(args.redis_url).flushdb()
     worker = None
     try:
-        from fastapi.testclient import TestClient
-
-        from api.main import create_app
-        from core.db import session_scope
-        from migrations.runner import upgrade
-        from records.api_keys import create_api_key
-
-        upgrade(url)
-        with session_scope() as s:
-            key = create_api_key(s, "bench")
+        key = _prepare_database(url)
         worker = start_worker(tmp / "worker.log")
-        results: dict[str, Any] = {}
-        with TestClient(create_app()) as client:
-            lat = post_latency(client, {"Authorization": f"Bearer {key}"}, args.posts, args.warmup)
-            results["post_to_worker_start"] = summary(lat)
-            fill_runs(args.runs)
-            http, direct = leaderboard_latency(client, args.queries)
-            results["leaderboard_get"] = summary(http)
-            results["leaderboard_query"] = summary(direct)
-            results["leaderboard_sql_execution_p50_ms"] = sql_execution_ms()
-        results["runs_in_db"] = args.runs + args.posts + args.warmup
-        results["redis_url"] = args.redis_url
-        print(json.dumps(results, indent=2))
+        print(json.dumps(_measure(args, key), indent=2))
     except BaseException:
         log = tmp / "worker.log"
         if log.exists():
             print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
         raise
     finally:
-        if worker is not None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-        from core.db import get_engine
-
-        get_engine().dispose()
-        drop_database(args.pg_admin_url, url)
-        redis.Redis.from_url(args.redis_url).flushdb()
+        _teardown(args, url, worker)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import optim_core  # noqa: E402
 from core.config import get_settings  # noqa: E402
-from core.workloads import get_workload  # noqa: E402
+from core.workloads import WorkloadSpec, get_workload  # noqa: E402
 from workers.data import Batches, load_data  # noqa: E402
 from workers.model import build_model  # noqa: E402
 from workers.train import TrainConfig, TrainResult, lm_loss, lr_factor, train  # noqa: E402
@@ -171,6 +171,35 @@ class _OneValBatch(Batches):
         return self.data.val_batches(final)[:1]
 
 
+def _timed_bare(
+    spec: WorkloadSpec,
+    recipe: optim_core.Recipe,
+    data: Batches,
+    steps: int,
+    lr: float | None,
+    device: str,
+) -> tuple[float, float]:
+    """A fresh model through ``bare_loop``: (wall, cpu) s."""
+    model = build_model(spec.model, seed=0).to(device)
+    return bare_loop(model, optim_core.build(recipe, model, lr=lr), data, steps, device)
+
+
+def _timed_train(
+    spec: WorkloadSpec,
+    recipe: optim_core.Recipe,
+    data: Batches,
+    steps: int,
+    lr: float | None,
+    device: str,
+) -> tuple[TrainResult, float, float]:
+    """A fresh model through ``train()``: (result, wall s, cpu s) of the whole call."""
+    model = build_model(spec.model, seed=0).to(device)
+    cfg = TrainConfig(steps=steps, eval_every=steps, target_loss=spec.target_loss, device=device)
+    start, cpu = time.perf_counter(), time.process_time()
+    res = train(model, optim_core.build(recipe, model, lr=lr), data, cfg)
+    return res, time.perf_counter() - start, time.process_time() - cpu
+
+
 def one_round(
     workload: str,
     preset: str,
@@ -185,26 +214,12 @@ def one_round(
     data = _OneValBatch(load_data(spec, 0, cache_dir))
     recipe = optim_core.presets.get(preset)
     tokens = steps * data.tokens_per_batch
-
-    def run_bare() -> tuple[float, float]:
-        model = build_model(spec.model, seed=0).to(device)
-        return bare_loop(model, optim_core.build(recipe, model, lr=lr), data, steps, device)
-
-    def run_train() -> tuple[TrainResult, float, float]:
-        model = build_model(spec.model, seed=0).to(device)
-        cfg = TrainConfig(
-            steps=steps, eval_every=steps, target_loss=spec.target_loss, device=device
-        )
-        start, cpu = time.perf_counter(), time.process_time()
-        res = train(model, optim_core.build(recipe, model, lr=lr), data, cfg)
-        return res, time.perf_counter() - start, time.process_time() - cpu
-
     if bare_first:
-        bare_s, bare_cpu = run_bare()
-        res, wall, train_cpu = run_train()
+        bare_s, bare_cpu = _timed_bare(spec, recipe, data, steps, lr, device)
+        res, wall, train_cpu = _timed_train(spec, recipe, data, steps, lr, device)
     else:
-        res, wall, train_cpu = run_train()
-        bare_s, bare_cpu = run_bare()
+        res, wall, train_cpu = _timed_train(spec, recipe, data, steps, lr, device)
+        bare_s, bare_cpu = _timed_bare(spec, recipe, data, steps, lr, device)
     return {
         "bare_tokens_per_s": tokens / bare_s,
         "train_tokens_per_s": res.tokens_per_s,
@@ -214,7 +229,7 @@ def one_round(
     }
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workload", default="synthetic-lm")
     parser.add_argument("--preset", default="adamw")
@@ -231,40 +246,37 @@ def main() -> None:
         help="comma-separated presets (and trial-28): full training step vs AdamW's",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results/trainer_overhead.json"))
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.full_step:
-        run_full_step(args)
-        return
-    one_round(args.workload, args.preset, min(args.steps, 10), args.lr)  # warm-up
-    rounds = [
-        one_round(args.workload, args.preset, args.steps, args.lr) for _ in range(args.rounds)
-    ]
-    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    return parser
 
-    def ratio_of(num: str, den: str) -> float:  # median over rounds of the per-round ratio
-        return statistics.median(r[num] / r[den] for r in rounds)
 
-    ratio = ratio_of("train_tokens_per_s", "bare_tokens_per_s")
-    wall_ratio = ratio_of("train_wall_tokens_per_s", "bare_tokens_per_s")
-    cpu_ratio = ratio_of("train_tokens_per_cpu_s", "bare_tokens_per_cpu_s")
-    report: dict[str, Any] = {
+def _ratio_of(rounds: list[dict[str, float]], num: str, den: str) -> float:
+    """Median over rounds of the per-round ratio."""
+    return statistics.median(r[num] / r[den] for r in rounds)
+
+
+def _report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> dict[str, Any]:
+    """The JSON report: every round, the medians and the three train/bare ratios."""
+    return {
         "workload": args.workload,
         "preset": args.preset,
         "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "steps": args.steps,
         "rounds": rounds,
-        "median": med,
-        "ratio": ratio,
-        "wall_ratio": wall_ratio,
-        "cpu_ratio": cpu_ratio,
+        "median": {k: statistics.median(r[k] for r in rounds) for k in rounds[0]},
+        "ratio": _ratio_of(rounds, "train_tokens_per_s", "bare_tokens_per_s"),
+        "wall_ratio": _ratio_of(rounds, "train_wall_tokens_per_s", "bare_tokens_per_s"),
+        "cpu_ratio": _ratio_of(rounds, "train_tokens_per_cpu_s", "bare_tokens_per_cpu_s"),
         "target": 0.95,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "loadavg_1m": os.getloadavg()[0],
     }
+
+
+def _print_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    med, ratio, wall_ratio = report["median"], report["ratio"], report["wall_ratio"]
+    cpu_ratio = report["cpu_ratio"]
     print(
         f"{args.workload} / {args.preset}, {args.steps} steps x {args.rounds} rounds, "
         f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}"
@@ -284,6 +296,21 @@ def main() -> None:
         f"target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'} (wall), "
         f"{'met' if cpu_ratio >= 0.95 else 'NOT met'} (CPU time)"
     )
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.full_step:
+        run_full_step(args)
+        return
+    one_round(args.workload, args.preset, min(args.steps, 10), args.lr)  # warm-up
+    rounds = [
+        one_round(args.workload, args.preset, args.steps, args.lr) for _ in range(args.rounds)
+    ]
+    report = _report(args, rounds)
+    _print_report(args, report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
