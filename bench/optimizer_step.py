@@ -1,14 +1,14 @@
 """Benchmark (not a test): ``step()`` time of every preset on LLaMA-shaped parameters, next to
 its reference implementation in the same process.
 
-Parameters are those of the GaLore-protocol LLaMA (optimizers.md §0.2; 60M config dims by
-default) with fewer layers / a smaller vocabulary on CPU so the run stays within minutes. Each
-optimizer gets the same fixed random gradients; ``--warmup`` steps (which include the first
-projector SVD / torch.compile) are not timed; the table shows the median of ``--iters`` steps,
-taken alternately for a preset and its references (same machine load for both).
-GaLore-type projectors refresh every 200 steps, so the timed steps exclude the SVD (identically
-for ours and the references). The first step of each optimizer is reported on its own
-(``first_ms``: state allocation, first SVD, and ``torch.compile`` when ``--compile on``).
+Parameters are those of the GaLore-protocol LLaMA (docs/references.md#galore-protocol; 60M
+config dims by default) with fewer layers / a smaller vocabulary on CPU so the run stays within
+minutes. Each optimizer gets the same fixed random gradients; ``--warmup`` steps (which include
+the first projector SVD / torch.compile) are not timed; the table shows the median of
+``--iters`` steps, taken alternately for a preset and its references (same machine load for
+both). GaLore-type projectors refresh every 200 steps, so the timed steps exclude the SVD
+(identically for ours and the references). The first step of each optimizer is reported on its
+own (``first_ms``: state allocation, first SVD, and ``torch.compile`` when ``--compile on``).
 
 Bandwidth bound: every step must at least read the gradient, read and write the parameter and
 read and write each optimizer-state byte once, so ``bytes = n·(2·param + grad bytes) +
