@@ -1,4 +1,4 @@
-"""COSMOS (docs/references.md#cosmos): the stage against a literal re-implementation of the formulas,
+"""COSMOS (optimizers.md §15): the stage against a literal re-implementation of the formulas,
 the whole preset against a transcription of ``COSMOS_optim.py`` (both branches), state
 shapes/bytes, the tracked eigenbasis, the update RMS and the reference's Adam branch."""
 
@@ -39,6 +39,39 @@ def _ns_literal(g: Tensor, dtype: torch.dtype, steps: int = 5, eps: float = 1e-7
     return x.float()
 
 
+def _track_basis(
+    g: Tensor, u: Tensor, s: Tensor, t: int, beta2: float, r: int
+) -> tuple[Tensor, Tensor]:
+    """The tracked eigenbasis U (SVD at step 1, one QR power step after) and the projected
+    second moment S rotated into it, literally."""
+    if t == 1:
+        u = torch.linalg.svd(g.T @ g, full_matrices=False)[0][:, :r]
+        return u, (1 - beta2) * (g @ u).T @ (g @ u)
+    p_new = beta2 * u @ s + (1 - beta2) * g.T @ (g @ u)
+    u_new = torch.linalg.qr(p_new, mode="reduced").Q
+    rot = u.T @ u_new
+    return u_new, beta2 * rot.T @ s @ rot + (1 - beta2) * (g @ u_new).T @ (g @ u_new)
+
+
+def _direction(
+    g_hat: Tensor,
+    u: Tensor,
+    v: Tensor,
+    bc2: float,
+    *,
+    eps: float,
+    gamma: float,
+    ns_dtype: torch.dtype,
+) -> Tensor:
+    """Adam in the basis U plus ``gamma`` x the orthogonalized, rescaled complement."""
+    m_rows, n_cols = g_hat.shape
+    a = ((g_hat @ u) / (v.sqrt() / math.sqrt(bc2) + eps)) @ u.T
+    b = _ns_literal(g_hat - g_hat @ u @ u.T, ns_dtype)
+    scale = math.sqrt(m_rows * n_cols)
+    b = scale * b / (b.norm() + eps)
+    return a + gamma * b
+
+
 def _reference(
     w0: Tensor,
     grads: list[Tensor],
@@ -54,7 +87,7 @@ def _reference(
     nesterov: bool = True,
     ns_dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The COSMOS update (docs/references.md#cosmos), written out literally (one matrix)."""
+    """§15 steps 1-7, written out literally (one matrix)."""
     w = w0.clone()
     m_rows, n_cols = w.shape
     r = min(rank, m_rows, n_cols)
@@ -66,22 +99,11 @@ def _reference(
         mom = beta1 * mom + g
         c1 = (1 - beta1**t) / (1 - beta1)
         bc2 = 1 - beta2**t
-        if t == 1:
-            u = torch.linalg.svd(g.T @ g, full_matrices=False)[0][:, :r]
-            s = (1 - beta2) * (g @ u).T @ (g @ u)
-        else:
-            p_new = beta2 * u @ s + (1 - beta2) * g.T @ (g @ u)
-            u_new = torch.linalg.qr(p_new, mode="reduced").Q
-            rot = u.T @ u_new
-            s = beta2 * rot.T @ s @ rot + (1 - beta2) * (g @ u_new).T @ (g @ u_new)
-            u = u_new
+        u, s = _track_basis(g, u, s, t, beta2, r)
         v = beta2 * v + (1 - beta2) * (g @ u) ** 2
         g_hat = (g + beta1 * mom) / (1 + beta1 * c1) if nesterov else mom / c1
-        a = ((g_hat @ u) / (v.sqrt() / math.sqrt(bc2) + eps)) @ u.T
-        b = _ns_literal(g_hat - g_hat @ u @ u.T, ns_dtype)
+        d = _direction(g_hat, u, v, bc2, eps=eps, gamma=gamma, ns_dtype=ns_dtype)
         scale = math.sqrt(m_rows * n_cols)
-        b = scale * b / (b.norm() + eps)
-        d = a + gamma * b
         w = w * (1 - lr * wd)
         w = w - lr * ratio * scale * d / (d.norm() + eps)
     return w, {"M": mom, "U": u, "S": s, "V": v}
