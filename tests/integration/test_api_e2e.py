@@ -46,22 +46,22 @@ def _dominated(row: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
     )
 
 
-def test_experiment_end_to_end(
-    api_client: Any, api_key: str, live_api: str, start_worker: Any
-) -> None:
-    worker = start_worker(queues="cpu")
-    auth = {"Authorization": f"Bearer {api_key}"}
+def _submit(api_client: Any, auth: dict[str, str]) -> dict[str, Any]:
+    """POST the spec: 401 without a key, 202 with one, and the same experiment on a retry."""
     assert api_client.post("/v1/experiments", json=SPEC).status_code == 401
     r = api_client.post("/v1/experiments", json=SPEC, headers={**auth, "Idempotency-Key": "e2e"})
     assert r.status_code == 202, r.text
-    exp = r.json()
+    exp: dict[str, Any] = r.json()
     assert len(exp["runs"]) == 4 and exp["counts"] == {"queued": 4}
     again = api_client.post(
         "/v1/experiments", json=SPEC, headers={**auth, "Idempotency-Key": "e2e"}
     )
     assert again.json()["id"] == exp["id"]  # no second set of runs
+    return exp
 
-    exp = _wait_experiment(api_client, exp["id"], 300)
+
+def _check_runs(api_client: Any, exp: dict[str, Any], worker: Any) -> None:
+    """Every run succeeded on its first attempt and stored a curve with validation points."""
     bad = [
         (r["id"], r["status"], r["failure_reason"])
         for r in exp["runs"]
@@ -75,12 +75,20 @@ def test_experiment_end_to_end(
         assert steps == sorted(set(steps)) and steps[-1] <= STEPS and len(steps) >= 2
         assert any(p["val_loss"] is not None for p in curve)
 
+
+def _live_board(live_api: str) -> dict[str, Any]:
+    """The leaderboard through the live uvicorn on Postgres (which also refuses a keyless POST)."""
     with httpx.Client(base_url=live_api, timeout=10) as http:
         assert http.get("/v1/health").json()["backend"] == "postgresql"
-        board = http.get(
+        board: dict[str, Any] = http.get(
             "/v1/leaderboard", params={"workload": "synthetic-lm", "steps": STEPS}
         ).json()
         assert http.post("/v1/experiments", json=SPEC).status_code == 401
+    return board
+
+
+def _check_board(board: dict[str, Any], exp: dict[str, Any]) -> None:
+    """Two recipes ranked by loss; mean ± std and Pareto flags recomputed from the runs."""
     rows = board["rows"]
     assert board["total"] == 2 and {r["name"] for r in rows} == {"adamw", "sinkgd"}
     assert rows[0]["val_loss_mean"] <= rows[1]["val_loss_mean"]
@@ -92,3 +100,13 @@ def test_experiment_end_to_end(
         assert row["state_bytes_per_param"] > 0 and row["tokens_per_s"] > 0
         assert row["pareto"] == (not _dominated(row, rows))
     assert any(r["pareto"] for r in rows)
+
+
+def test_experiment_end_to_end(
+    api_client: Any, api_key: str, live_api: str, start_worker: Any
+) -> None:
+    worker = start_worker(queues="cpu")
+    exp = _submit(api_client, {"Authorization": f"Bearer {api_key}"})
+    exp = _wait_experiment(api_client, exp["id"], 300)
+    _check_runs(api_client, exp, worker)
+    _check_board(_live_board(live_api), exp)
