@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 from typing import Any
 
@@ -13,31 +14,47 @@ from core.models import Recipe, Run
 W, STEPS = "synthetic-lm", 40
 
 
+def _add_recipes(session: Any, names: str) -> dict[str, int]:
+    """One recipe per letter of ``names``; returns name -> recipe id."""
+    ids = {}
+    for name in names:
+        recipe = Recipe(hash=f"h{name}" * 8, name=name, canonical={"name": name})
+        session.add(recipe)
+        session.flush()
+        ids[name] = recipe.id
+    return ids
+
+
+def _add_run(
+    session: Any,
+    ids: dict[str, int],
+    name: str,
+    lr: float,
+    seed: int,
+    loss: float | None,
+    **kw: Any,
+) -> Run:
+    """A run of recipe ``name`` (its state bytes/param fixed per recipe); ``kw`` overrides."""
+    bpp = {"a": 8.0, "b": 2.0, "c": 9.0, "d": 1.0}[name]
+    row = Run(
+        recipe_id=ids[name], workload=kw.pop("workload", W), steps=kw.pop("steps", STEPS),
+        seed=seed, lr=lr, status=kw.pop("status", "succeeded"), final_val_loss=loss,
+        state_bytes_per_param=bpp, state_bytes=int(bpp * 1000), n_params=1000,
+        tokens_per_s=kw.pop("tps", 100.0), steps_to_target=kw.pop("stt", None), **kw,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row
+
+
 def _seed_rows(session: Any) -> dict[str, int]:
     """Four recipes; returns name -> recipe id.
 
     a: low loss, many bytes; b: higher loss, few bytes; c: dominated by a and b;
     d: only failed runs (absent). Extra noise: a reused copy, another steps value.
     """
-    ids = {}
-    for name in "abcd":
-        recipe = Recipe(hash=f"h{name}" * 8, name=name, canonical={"name": name})
-        session.add(recipe)
-        session.flush()
-        ids[name] = recipe.id
-
-    def run(name: str, lr: float, seed: int, loss: float | None, **kw: Any) -> Run:
-        bpp = {"a": 8.0, "b": 2.0, "c": 9.0, "d": 1.0}[name]
-        row = Run(
-            recipe_id=ids[name], workload=kw.pop("workload", W), steps=kw.pop("steps", STEPS),
-            seed=seed, lr=lr, status=kw.pop("status", "succeeded"), final_val_loss=loss,
-            state_bytes_per_param=bpp, state_bytes=int(bpp * 1000), n_params=1000,
-            tokens_per_s=kw.pop("tps", 100.0), steps_to_target=kw.pop("stt", None), **kw,
-        )  # fmt: skip
-        session.add(row)
-        session.flush()
-        return row
-
+    ids = _add_recipes(session, "abcd")
+    run = functools.partial(_add_run, session, ids)
     # a: lr 0.01 is best (mean 2.0 over seeds 2.1, 1.9, 2.0); lr 0.1 worse
     first = run("a", 0.01, 0, 2.1, stt=30)
     run("a", 0.01, 1, 1.9, stt=20)
