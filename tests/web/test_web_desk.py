@@ -83,16 +83,15 @@ def _submit(pg: Any) -> dict[str, Any]:
     return out
 
 
-def test_submit_experiment_run_study_csv(desk: dict[str, Any], browser_page: Any) -> None:
-    url, sid = desk["url"], desk["study_id"]
-    pg, console, external = browser_page
+def _queued_experiment(pg: Any, url: str) -> tuple[dict[str, Any], list[int]]:
+    """Submit 2 recipes x 2 seeds; queued, not trained yet, the "running now" page and the
+    experiment page show them live. Returns the experiment and its run ids."""
     pg.goto(f"{url}/compare")  # a page that does not refresh itself
     resp = _submit(pg)
     assert resp["status"] == 202, resp
     exp = resp["json"]
     run_ids = [r["id"] for r in exp["runs"]]
     assert len(run_ids) == 4
-    # queued, not trained yet: the "running now" page and the experiment page show them live
     pg.goto(f"{url}/running")
     assert pg.locator("#running-runs tbody tr").count() == 4
     pg.goto(f"{url}/experiments/{exp['id']}")
@@ -100,6 +99,11 @@ def test_submit_experiment_run_study_csv(desk: dict[str, Any], browser_page: Any
     assert "workload: synthetic-lm" in pg.locator("#experiment-spec").inner_text()
     assert pg.locator("#experiment-runs .s-queued").count() == 4
     shot(pg, "desk-experiment-queued")
+    return exp, run_ids
+
+
+def _finished_experiment(pg: Any, url: str, exp: dict[str, Any], run_ids: list[int]) -> None:
+    """Train the runs; the experiment page stops refreshing and draws the mean ± std bands."""
     for run_id in run_ids:  # a worker would do this
         assert execute(run_id) == "succeeded"
     pg.goto(f"{url}/experiments/{exp['id']}")
@@ -112,12 +116,18 @@ def test_submit_experiment_run_study_csv(desk: dict[str, Any], browser_page: Any
     assert "adamw val (mean of 2)" in labels and "adamw val ± std" in labels
     shot(pg, "desk-experiment")
 
-    pg.locator(f"#experiment-runs a[href='/runs/{run_ids[0]}']").click()
-    pg.wait_for_url(f"{url}/runs/{run_ids[0]}")
+
+def _run_page(pg: Any, url: str, exp: dict[str, Any], run_id: int) -> None:
+    """From the experiment's run list to the run page, which links back to the experiment."""
+    pg.locator(f"#experiment-runs a[href='/runs/{run_id}']").click()
+    pg.wait_for_url(f"{url}/runs/{run_id}")
     pg.wait_for_selector('canvas#curve-step[data-rendered="1"]')
     assert pg.locator("#run-experiment").get_attribute("href") == f"/experiments/{exp['id']}"
     shot(pg, "desk-run")
 
+
+def _study_page(pg: Any, url: str, sid: int) -> None:
+    """A trial's run page links back to the study, whose charts all render."""
     # a study trial's run links to its study as "study N / trial k" (Optuna's number)
     pg.goto(f"{url}/studies/{sid}")
     first_run = pg.locator("#trials tbody tr").first.locator("a[href^='/runs/']").first
@@ -142,6 +152,9 @@ def test_submit_experiment_run_study_csv(desk: dict[str, Any], browser_page: Any
     assert abs(sum(bars["datasets"][0]["data"]) - 1.0) < 0.01  # fANOVA importances sum to 1
     shot(pg, "desk-study")
 
+
+def _trials_csv(pg: Any, sid: int) -> None:
+    """The study's trials.csv downloads with one complete row per trial."""
     with pg.expect_download() as info:
         pg.locator(f"a.csv[href='/studies/{sid}/trials.csv']").click()
     download = info.value
@@ -151,6 +164,15 @@ def test_submit_experiment_run_study_csv(desk: dict[str, Any], browser_page: Any
     assert len(rows) == 8 and {"number", "val_loss", "param_lr", "run_ids"} <= set(rows[0])
     assert all(r["status"] == "complete" and float(r["val_loss"]) > 0 for r in rows)
 
+
+def test_submit_experiment_run_study_csv(desk: dict[str, Any], browser_page: Any) -> None:
+    url, sid = desk["url"], desk["study_id"]
+    pg, console, external = browser_page
+    exp, run_ids = _queued_experiment(pg, url)
+    _finished_experiment(pg, url, exp, run_ids)
+    _run_page(pg, url, exp, run_ids[0])
+    _study_page(pg, url, sid)
+    _trials_csv(pg, sid)
     assert console.errors == []
     assert external == []
 
