@@ -1,4 +1,4 @@
-"""COSMOS (optimizers.md §15): the stage against a literal re-implementation of the formulas,
+"""COSMOS (docs/references.md#cosmos): the stage against a literal re-implementation of the formulas,
 the whole preset against a transcription of ``COSMOS_optim.py`` (both branches), state
 shapes/bytes, the tracked eigenbasis, the update RMS and the reference's Adam branch."""
 
@@ -87,7 +87,7 @@ def _reference(
     nesterov: bool = True,
     ns_dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """§15 steps 1-7, written out literally (one matrix)."""
+    """The COSMOS update (docs/references.md#cosmos), written out literally (one matrix)."""
     w = w0.clone()
     m_rows, n_cols = w.shape
     r = min(rank, m_rows, n_cols)
