@@ -27,7 +27,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, selectinload
 
-from core.errors import NotFound
 from core.models import (
     TERMINAL_STATUSES,
     Benchmark,
@@ -159,15 +158,8 @@ def tick_in_session(session: Session, benchmark_id: int) -> tuple[list[int], boo
 
 
 def _lock(session: Session, benchmark_id: int) -> Benchmark:
-    try:
-        bench: Benchmark = lock_row(
-            session,
-            Benchmark,
-            benchmark_id,
-            selectinload(Benchmark.cells).selectinload(BenchmarkCell.runs),
-        )
-    except NotFound:
-        raise NotFound(f"no benchmark {benchmark_id}") from None
+    runs = selectinload(Benchmark.cells).selectinload(BenchmarkCell.runs)
+    bench: Benchmark = lock_row(session, Benchmark, benchmark_id, "benchmark", runs)
     return bench
 
 

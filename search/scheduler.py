@@ -126,7 +126,6 @@ def _check_limits(spec: StudySpec) -> None:
 
 
 def _check_workload(name: str, steps: int, queue: str) -> None:
-    from core.errors import NotFound
     from core.workloads import get_workload
 
     try:
@@ -249,15 +248,8 @@ def _work_to_do(study: SearchStudy, trials: list[SearchTrial]) -> bool:
 
 
 def _lock(session: Session, study_id: int) -> SearchStudy:
-    try:
-        study: SearchStudy = lock_row(
-            session,
-            SearchStudy,
-            study_id,
-            selectinload(SearchStudy.trials).selectinload(SearchTrial.runs),
-        )
-    except NotFound:
-        raise NotFound(f"no study {study_id}") from None
+    runs = selectinload(SearchStudy.trials).selectinload(SearchTrial.runs)
+    study: SearchStudy = lock_row(session, SearchStudy, study_id, "study", runs)
     return study
 
 

@@ -26,16 +26,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def lock_row(session: Session, model: Any, row_id: int, *options: Any) -> Any:
+def lock_row(session: Session, model: Any, row_id: int, noun: str, *options: Any) -> Any:
     """Lock row ``row_id`` of ``model`` (a table with ``status``) and load it fresh.
 
     An UPDATE takes a row lock on Postgres and the database write lock on SQLite, so two
     scheduler ticks of one study or benchmark never interleave (SELECT ... FOR UPDATE is a
-    no-op on SQLite). Raises NotFound when the row does not exist.
+    no-op on SQLite). Raises NotFound ("no <noun> <id>") when the row does not exist.
     """
     result = session.execute(update(model).where(model.id == row_id).values(status=model.status))
     if rowcount(result) == 0:
-        raise NotFound(f"no {model.__tablename__} row {row_id}")
+        raise NotFound(f"no {noun} {row_id}")
     return session.scalars(
         select(model)
         .where(model.id == row_id)
