@@ -29,6 +29,7 @@ __all__ = [
     "RecipeRef",
     "SpecError",
     "create_experiment",
+    "device_queue",
     "plan_experiment",
 ]
 
@@ -173,7 +174,7 @@ def plan_experiment(spec: ExperimentCreate, settings: Settings | None = None) ->
     settings = settings or get_settings()
     workload = _workload(spec.workload)
     steps = _steps(spec, workload, settings)
-    queue = run_queue(_device_queue(spec, workload, settings), spec.gpus)
+    queue = run_queue(device_queue(spec.queue, workload, settings), spec.gpus)
     _check_run_count(spec, settings)
     recipes = _resolve_recipes(spec, workload)
     runs = _planned_runs(spec, recipes, workload.default_lr)
@@ -198,9 +199,10 @@ def _steps(spec: ExperimentCreate, workload: WorkloadSpec, settings: Settings) -
     return steps
 
 
-def _device_queue(spec: ExperimentCreate, workload: WorkloadSpec, settings: Settings) -> str:
-    """cpu or gpu: the spec's, else the settings' default (a GPU-sized workload needs gpu)."""
-    queue = spec.queue or ("gpu" if workload.gpu_only else settings.default_queue)
+def device_queue(requested: str | None, workload: WorkloadSpec, settings: Settings) -> str:
+    """cpu or gpu: the requested one, else the settings' default (a GPU-sized workload needs
+    gpu). Raises SpecError at ``queue`` for a GPU-sized workload asked to run on cpu."""
+    queue = requested or ("gpu" if workload.gpu_only else settings.default_queue)
     if workload.gpu_only and queue != "gpu":
         raise SpecError.at(
             ("queue",), f"workload {workload.name!r} is GPU-sized: queue must be 'gpu'"

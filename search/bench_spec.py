@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core.config import Settings, get_settings
 from core.errors import NotFound
-from records.experiments import RecipeRef
+from records.experiments import RecipeRef, device_queue
 from records.recipes import RecipeError, UnknownNameError, resolve_recipe, state_bytes_on
 from search.bench_space import HParamSpace, pipeline_form, tunable_axes
 
@@ -140,7 +140,7 @@ def plan_benchmark(spec: BenchmarkSpec, settings: Settings | None = None) -> Ben
                 ("horizons", i),
                 f"horizon {horizon} exceeds the cap of {cap} steps for workload {workload.name!r}",
             )
-    queue = _queue(spec, workload, settings)
+    queue = device_queue(spec.queue, workload, settings)
     n_runs = len(spec.arms()) * len(spec.horizons) * (spec.tuning.budget + len(spec.seeds))
     if n_runs > settings.max_benchmark_runs:
         raise RecipeError.at(
@@ -153,15 +153,6 @@ def plan_benchmark(spec: BenchmarkSpec, settings: Settings | None = None) -> Ben
     return BenchmarkPlan(
         workload=workload.name, queue=queue, horizons=spec.horizons, arms=arms, n_runs=n_runs
     )
-
-
-def _queue(spec: BenchmarkSpec, workload: Any, settings: Settings) -> str:
-    queue = spec.queue or ("gpu" if workload.gpu_only else settings.default_queue)
-    if workload.gpu_only and queue != "gpu":
-        raise RecipeError.at(
-            ("queue",), f"workload {workload.name!r} is GPU-sized: queue must be 'gpu'"
-        )
-    return queue
 
 
 def _arm_locs(spec: BenchmarkSpec) -> list[tuple[ArmRef, tuple[Any, ...]]]:
