@@ -26,7 +26,7 @@ from optforge.cli.local_runs import (
     validated,
 )
 from optforge.cli.train_common import (
-    JSON_KEYS,
+    json_keys,
     result_json,
     result_table,
     run_comparison,
@@ -161,7 +161,7 @@ def _train_one_recorded(
 
 
 def _json_view(row: dict[str, Any]) -> dict[str, Any]:
-    keep = (*JSON_KEYS, "id", "experiment_id", "reused_from_id")
+    keep = (*json_keys(), "id", "experiment_id", "reused_from_id")
     return {k: row.get(k) for k in keep}
 
 

@@ -20,22 +20,14 @@ if TYPE_CHECKING:
     from records.experiments import ExperimentCreate, Plan
     from workers.train import Callbacks, MetricPoint, TrainResult
 
-JSON_KEYS = (
-    "status",
-    "final_val_loss",
-    "steps",
-    "stopped_step",
-    "steps_to_target",
-    "target_loss",
-    "tokens_per_s",
-    "wall_s",
-    "state_bytes",
-    "n_params",
-    "state_bytes_per_param",
-    "peak_mem_bytes",
-    "curve",
-    "env",
-)
+
+def json_keys() -> tuple[str, ...]:
+    """The keys of a run's ``--json`` output: its status and length, the final metrics a run
+    row stores (``core.models.METRIC_COLUMNS``, imported here: the CLI starts without the ORM),
+    its curve and environment."""
+    from core.models import METRIC_COLUMNS
+
+    return ("status", "steps", *METRIC_COLUMNS, "curve", "env")
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,7 +95,7 @@ def train_with_progress(
 
 def result_json(result: TrainResult, **extra: Any) -> dict[str, Any]:
     data = result.to_dict()
-    out = {k: data[k] for k in JSON_KEYS}
+    out = {k: data[k] for k in json_keys()}
     out.update(extra)
     return out
 
