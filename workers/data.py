@@ -302,7 +302,7 @@ def token_splits(path: Path, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=1)
 def digits_splits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(x_train, y_train, x_val, y_val): features scaled to [0, 1], a fixed 80/20 split."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # about 2 s to import: the digits workload only
 
     x, y = load_digits(return_X_y=True)
     perm = np.random.default_rng(0).permutation(len(x))

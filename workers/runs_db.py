@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
@@ -221,16 +222,16 @@ def point_row(point: Any) -> dict[str, Any]:
     return row
 
 
+_UPSERT_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def upsert_metrics(session: Session, run_id: int, rows: list[dict[str, Any]]) -> None:
     """Insert curve points; an existing (run_id, step) is merged, never duplicated."""
     if not rows:
         return
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    else:  # pragma: no cover - only Postgres and SQLite are supported
+    insert = _UPSERT_INSERTS.get(dialect)
+    if insert is None:  # pragma: no cover - only Postgres and SQLite are supported
         raise RuntimeError(f"unsupported database dialect {dialect!r}")
     table = cast(Table, RunMetric.__table__)
     for row in rows:
