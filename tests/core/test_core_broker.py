@@ -74,7 +74,8 @@ def test_worker_app_is_configured_for_long_tasks(
     assert conf.worker_prefetch_multiplier == 1 and conf.worker_disable_prefetch
     assert conf.broker_transport_options["visibility_timeout"] == 7200
     assert set(conf.include) == {"workers.tasks", "workers.study_tasks", "workers.bench_tasks"}
-    assert {q.name for q in conf.task_queues} == {"cpu", "gpu", "control"}
+    queues = {q.name for q in conf.task_queues}
+    assert queues == {"cpu", "gpu", "gpu-2", "gpu-4", "gpu-8", "control"}  # gpu-N: N-GPU runs
 
 
 def test_worker_registers_the_task_names() -> None:
