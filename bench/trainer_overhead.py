@@ -305,9 +305,10 @@ def main() -> None:
     if args.full_step:
         run_full_step(args)
         return
-    one_round(args.workload, args.preset, min(args.steps, 10), args.lr)  # warm-up
-    rounds = [
-        one_round(args.workload, args.preset, args.steps, args.lr) for _ in range(args.rounds)
+    one_round(args.workload, args.preset, min(args.steps, 10), args.lr, device=args.device)
+    rounds = [  # alternate which loop goes first, so neither always runs on a warm cache
+        one_round(args.workload, args.preset, args.steps, args.lr, r % 2 == 0, args.device)
+        for r in range(args.rounds)
     ]
     report = _report(args, rounds)
     _print_report(args, report)
