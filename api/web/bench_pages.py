@@ -8,8 +8,6 @@ confidence band next to the baseline's.
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,7 +16,8 @@ from starlette.responses import Response
 
 from api.deps import SessionDep
 from api.web import auth
-from api.web.render import not_found, render
+from api.web.csv_export import csv_response, csv_table
+from api.web.render import for_id, not_found, page_for_id, render
 from core.workloads import WORKLOADS
 
 router = APIRouter(include_in_schema=False, route_class=auth.PageRoute)
@@ -28,11 +27,6 @@ CSV_COLUMNS = (
     "time_speedup", "step_time_ratio", "state_bytes_per_param", "seeds", "final_val_loss",
     "best_params",
 )  # fmt: skip
-
-
-def _id(text: str) -> int | None:
-    text = text.strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
 
 
 def horizon_plot(rep: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +64,6 @@ def benchmarks_page(request: Request, session: SessionDep) -> Response:
 @router.get("/benchmarks.csv")
 def benchmarks_csv(session: SessionDep) -> Response:
     """The benchmark list as CSV."""
-    from api.web.csv_export import csv_response
     from records.bench_report import list_benchmarks
 
     rows = [{**b, "arms": " ".join(b["arms"]), "horizons": " ".join(map(str, b["horizons"])),
@@ -84,36 +77,28 @@ def benchmarks_csv(session: SessionDep) -> Response:
 @router.get("/benchmarks/{benchmark_id}")
 def benchmark_page(request: Request, session: SessionDep, benchmark_id: str) -> Response:
     """One benchmark: claims table (mean ± CI, p, speedups), loss-vs-horizon plot."""
-    bid = _id(benchmark_id)
-    try:
-        if bid is None:
-            raise LookupError
-        rep = _report(session, bid)
-    except LookupError:
-        return not_found(request, f"There is no benchmark {benchmark_id!r}.")
+    return page_for_id(
+        request, "benchmark.html", "benchmark", benchmark_id, lambda bid: _page(session, bid)
+    )
+
+
+def _page(session: Session, benchmark_id: int) -> dict[str, Any]:
+    rep = _report(session, benchmark_id)
     cells = sorted(rep["cells"], key=lambda c: (c["horizon"], c["arm"]))
-    ctx = {"b": rep, "cells": cells, "plot": horizon_plot(rep)}
-    return render(request, "benchmark.html", ctx)
+    return {"b": rep, "cells": cells, "plot": horizon_plot(rep)}
 
 
 @router.get("/benchmarks/{benchmark_id}/cells.csv")
 def benchmark_csv(request: Request, session: SessionDep, benchmark_id: str) -> Response:
     """The claims table as CSV (one row per arm and horizon)."""
-    bid = _id(benchmark_id)
-    try:
-        if bid is None:
-            raise LookupError
-        rep = _report(session, bid)
-    except LookupError:
-        return not_found(request, f"There is no benchmark {benchmark_id!r}.")
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for cell in rep["cells"]:
-        writer.writerow(csv_row(cell))
-    name = f"benchmark-{bid}.csv"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
-    return Response(out.getvalue(), media_type="text/csv", headers=headers)
+    return for_id(
+        request, "benchmark", benchmark_id, lambda bid: _report(session, bid), _cells_csv
+    )
+
+
+def _cells_csv(benchmark_id: int, rep: dict[str, Any]) -> Response:
+    rows = (csv_row(cell) for cell in rep["cells"])
+    return csv_table(CSV_COLUMNS, rows, f"benchmark-{benchmark_id}.csv")
 
 
 def csv_row(cell: dict[str, Any]) -> list[Any]:
@@ -149,13 +134,11 @@ def confirmed_csv(request: Request, session: SessionDep, workload: str | None = 
     name = workload or "shakespeare-lm"
     if name not in WORKLOADS:
         return _no_workload(request, name)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(("benchmark_id", "benchmark", *CSV_COLUMNS))
-    for row in confirmed_board(session, name):
-        writer.writerow([row["benchmark_id"], row["benchmark"], *csv_row(row)])
-    headers = {"Content-Disposition": f'attachment; filename="confirmed-{name}.csv"'}
-    return Response(out.getvalue(), media_type="text/csv", headers=headers)
+    header = ("benchmark_id", "benchmark", *CSV_COLUMNS)
+    rows = (
+        [r["benchmark_id"], r["benchmark"], *csv_row(r)] for r in confirmed_board(session, name)
+    )
+    return csv_table(header, rows, f"confirmed-{name}.csv")
 
 
 def _no_workload(request: Request, name: str) -> Response:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.deps import SessionDep
 from api.web import auth, bench_pages, csv_export, study_views, views
-from api.web.render import not_found, render
+from api.web.render import for_id, not_found, page_for_id, parse_id, render
 from core.models import SearchStudy
 
 # Every page goes through the login check of ``auth.PageRoute`` (only in auth mode "all").
@@ -17,14 +19,8 @@ router.include_router(auth.router)
 router.include_router(bench_pages.router)
 
 
-def _int(text: str | None) -> int | None:
-    """A non-negative int from a path/query string, or None (a bad id is a 404, not a 422)."""
-    text = (text or "").strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
-
-
 def _page(text: str | None) -> int:
-    return _int(text) or 1
+    return parse_id(text) or 1
 
 
 @router.get("/")
@@ -37,7 +33,7 @@ def leaderboard_page(
     sort: str = "val_loss",
 ) -> Response:
     """Leaderboard of recipes for one workload/steps with the loss-vs-memory Pareto plot."""
-    ctx = views.leaderboard_view(session, workload or None, _int(steps), _page(page), sort)
+    ctx = views.leaderboard_view(session, workload or None, parse_id(steps), _page(page), sort)
     return render(request, "leaderboard.html", ctx, status_code=404 if ctx["unknown"] else 200)
 
 
@@ -52,14 +48,13 @@ def study_page(
     request: Request, session: SessionDep, study_id: str, page: str | None = None
 ) -> Response:
     """One study: progress, optimization history, Pareto front, trials."""
-    sid = _int(study_id)
-    try:
-        if sid is None:
-            raise LookupError
-        ctx = study_views.study_view(session, sid, _page(page))
-    except LookupError:
-        return not_found(request, f"There is no study {study_id!r}.")
-    return render(request, "study.html", ctx)
+    return page_for_id(
+        request,
+        "study.html",
+        "study",
+        study_id,
+        lambda sid: study_views.study_view(session, sid, _page(page)),
+    )
 
 
 @router.get("/studies/{study_id}/importance.json")
@@ -69,7 +64,7 @@ def study_importance(session: SessionDep, study_id: str) -> Response:
 
     from search.study_view import progress, study_dict
 
-    sid = _int(study_id)
+    sid = parse_id(study_id)
     study = session.get(SearchStudy, sid) if sid is not None else None
     if study is None:
         return JSONResponse({"detail": f"There is no study {study_id!r}."}, status_code=404)
@@ -83,14 +78,9 @@ def study_importance(session: SessionDep, study_id: str) -> Response:
 @router.get("/runs/{run_id}")
 def run_page(request: Request, session: SessionDep, run_id: str) -> Response:
     """One run: curves, recipe, metrics, environment, status."""
-    rid = _int(run_id)
-    try:
-        if rid is None:
-            raise LookupError
-        ctx = views.run_view(session, rid)
-    except LookupError:
-        return not_found(request, f"There is no run {run_id!r}.")
-    return render(request, "run.html", ctx)
+    return page_for_id(
+        request, "run.html", "run", run_id, lambda rid: views.run_view(session, rid)
+    )
 
 
 @router.get("/compare")
@@ -120,14 +110,13 @@ def experiment_page(request: Request, session: SessionDep, experiment_id: str) -
     """One experiment: its spec, its runs with live status, curves with seed bands."""
     from api.web.live import experiment_view
 
-    eid = _int(experiment_id)
-    try:
-        if eid is None:
-            raise LookupError
-        ctx = experiment_view(session, eid)
-    except LookupError:
-        return not_found(request, f"There is no experiment {experiment_id!r}.")
-    return render(request, "experiment.html", ctx)
+    return page_for_id(
+        request,
+        "experiment.html",
+        "experiment",
+        experiment_id,
+        lambda eid: experiment_view(session, eid),
+    )
 
 
 @router.get("/running")
@@ -146,7 +135,9 @@ def leaderboard_csv(
     session: SessionDep, workload: str | None = None, steps: str | None = None,
     sort: str = "val_loss",
 ) -> Response:  # fmt: skip
-    ctx = views.leaderboard_view(session, workload or None, _int(steps), 1, sort, everything=True)
+    ctx = views.leaderboard_view(
+        session, workload or None, parse_id(steps), 1, sort, everything=True
+    )
     name = f"leaderboard-{ctx['workload'] or 'none'}-{ctx['steps'] or 0}.csv"
     return csv_export.csv_response(ctx["rows"], csv_export.BOARD_COLUMNS, name)
 
@@ -163,30 +154,34 @@ def studies_csv(session: SessionDep) -> Response:
 def trials_csv(request: Request, session: SessionDep, study_id: str) -> Response:
     from search.study_view import study_detail, trial_dicts
 
-    sid = _int(study_id)
-    try:
-        if sid is None:
-            raise LookupError
-        objectives = study_detail(session, sid).get("objectives") or ["val_loss"]
-    except LookupError:
-        return not_found(request, f"There is no study {study_id!r}.")
-    rows, cols = csv_export.trial_csv(trial_dicts(session, sid), objectives)
-    return csv_export.csv_response(rows, cols, f"study-{sid}-trials.csv")
+    def download(sid: int, objectives: list[str]) -> Response:
+        rows, cols = csv_export.trial_csv(trial_dicts(session, sid), objectives)
+        return csv_export.csv_response(rows, cols, f"study-{sid}-trials.csv")
+
+    return for_id(
+        request,
+        "study",
+        study_id,
+        lambda sid: study_detail(session, sid).get("objectives") or ["val_loss"],
+        download,
+    )
 
 
 @router.get("/experiments/{experiment_id}/runs.csv")
 def experiment_csv(request: Request, session: SessionDep, experiment_id: str) -> Response:
     from api.web.live import experiment_view
 
-    eid = _int(experiment_id)
-    try:
-        if eid is None:
-            raise LookupError
-        runs = experiment_view(session, eid)["runs"]
-    except LookupError:
-        return not_found(request, f"There is no experiment {experiment_id!r}.")
-    rows = csv_export.run_csv_rows(runs)
-    return csv_export.csv_response(rows, csv_export.RUN_COLUMNS, f"experiment-{eid}-runs.csv")
+    def download(eid: int, runs: list[dict[str, Any]]) -> Response:
+        rows = csv_export.run_csv_rows(runs)
+        return csv_export.csv_response(rows, csv_export.RUN_COLUMNS, f"experiment-{eid}-runs.csv")
+
+    return for_id(
+        request,
+        "experiment",
+        experiment_id,
+        lambda eid: experiment_view(session, eid)["runs"],
+        download,
+    )
 
 
 @router.get("/recipes/{recipe_hash}/runs.csv")

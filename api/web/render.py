@@ -1,12 +1,14 @@
-"""Jinja2 environment of the web pages: template folder, number/byte filters, 404 page."""
+"""Jinja2 environment of the web pages: template folder, number/byte filters, 404 page, and
+the pages of one row by its path id (a malformed or unknown id is the 404 page)."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
@@ -20,6 +22,7 @@ WEB_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
 
+T = TypeVar("T")
 TERMINAL = frozenset({"succeeded", "failed", "diverged", "cancelled", "pruned"})
 
 
@@ -136,3 +139,35 @@ def render(
 def not_found(request: Request, message: str) -> Response:
     """The 404 page (also used for ids that are not even numbers)."""
     return render(request, "404.html", {"message": message}, status_code=404)
+
+
+def parse_id(text: str | None) -> int | None:
+    """A non-negative int from a path/query string, or None (a bad id is a 404, not a 422)."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None
+
+
+def for_id(
+    request: Request,
+    noun: str,
+    text: str,
+    load: Callable[[int], T],
+    show: Callable[[int, T], Response],
+) -> Response:
+    """``show(id, load(id))`` for the id in the path segment ``text``; the 404 page ("There is
+    no <noun> '<text>'.") when ``text`` is not an id or ``load`` raises LookupError."""
+    ident = parse_id(text)
+    try:
+        if ident is None:
+            raise LookupError(text)
+        found = load(ident)
+    except LookupError:
+        return not_found(request, f"There is no {noun} {text!r}.")
+    return show(ident, found)
+
+
+def page_for_id(
+    request: Request, template: str, noun: str, text: str, load: Callable[[int], dict[str, Any]]
+) -> Response:
+    """The ``template`` page with the context ``load(id)``, or the 404 page (:func:`for_id`)."""
+    return for_id(request, noun, text, load, lambda _id, ctx: render(request, template, ctx))
