@@ -116,11 +116,10 @@ def dispatch_run(run_id: int, queue: str = "cpu") -> None:
 
 def dispatch_runs(session: Session, runs: Iterable[tuple[int, str]]) -> list[int]:
     """Send ``optforge.train_run`` for each committed ``(run id, queue)``, then stamp the sent
-    runs' ``dispatched_at`` with one UPDATE in ``session`` (the caller commits). A send that
-    fails is logged and left to the reaper, which re-sends queued runs; returns the sent ids."""
-    from sqlalchemy import update
-
-    from core.models import Run, RunStatus
+    runs' ``dispatched_at`` with one UPDATE in ``session`` and commit it. A send that fails is
+    logged and left to the reaper, which re-sends queued runs; so is a stamp the database
+    refuses (the messages are out; the reaper then goes by ``created_at``). Returns the sent
+    ids."""
 
     sent: list[int] = []
     for run_id, queue in runs:
@@ -131,12 +130,26 @@ def dispatch_runs(session: Session, runs: Iterable[tuple[int, str]]) -> list[int
             continue
         sent.append(int(run_id))
     if sent:
+        _stamp_dispatched(session, sent)
+    return sent
+
+
+def _stamp_dispatched(session: Session, run_ids: list[int]) -> None:
+    from sqlalchemy import update
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from core.models import Run, RunStatus
+
+    try:
         session.execute(
             update(Run)
-            .where(Run.id.in_(sent), Run.status == RunStatus.queued)
+            .where(Run.id.in_(run_ids), Run.status == RunStatus.queued)
             .values(dispatched_at=datetime.now(UTC))
         )
-    return sent
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log.warning("could not record dispatch of runs %s: %s", run_ids, exc)
 
 
 def dispatch_study_tick(study_id: int) -> None:
@@ -151,21 +164,10 @@ def dispatch_benchmark_tick(benchmark_id: int) -> None:
 
 def _mark_dispatched(run_id: int) -> None:
     """Record the send time, so the reaper re-sends only messages that may be lost."""
-    from sqlalchemy import update
-    from sqlalchemy.exc import SQLAlchemyError
+    from core.db import get_sessionmaker
 
-    from core.db import session_scope
-    from core.models import Run, RunStatus
-
-    try:
-        with session_scope() as session:
-            session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status == RunStatus.queued)
-                .values(dispatched_at=datetime.now(UTC))
-            )
-    except SQLAlchemyError as exc:  # the message is sent; the reaper falls back to created_at
-        log.warning("could not record dispatch of run %s: %s", run_id, exc)
+    with get_sessionmaker()() as session:
+        _stamp_dispatched(session, [run_id])
 
 
 # ------------------------------------------------------------------------------------------

@@ -40,7 +40,6 @@ def submit(
     session.commit()
     queued = set(to_dispatch)
     dispatch_runs(session, [(r.id, r.queue) for r in exp.runs if r.id in queued])
-    session.commit()
     return body
 
 
