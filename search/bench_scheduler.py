@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -41,9 +40,15 @@ from records.reuse import reuse_if_stored, upsert_recipe_row
 from search.bench_space import apply_params, pipeline_form
 from search.bench_spec import BenchmarkSpec, plan_benchmark
 from search.space import FloatRange
-from search.trial_runs import default_dispatch, lock_row, now, recipe_identity
+from search.trial_runs import (
+    Dispatch,
+    cancel_runs,
+    lock_row,
+    now,
+    recipe_identity,
+    repeat_ticks,
+)
 
-Dispatch = Callable[[int], None]
 OBJECTIVES = ["val_loss"]
 
 
@@ -87,12 +92,7 @@ def cancel_benchmark(session: Session, benchmark_id: int) -> Benchmark:
     if bench.status != BenchmarkStatus.running:
         return bench
     for cell in bench.cells:
-        for run in cell.runs:
-            if run.status == RunStatus.queued:
-                run.status = RunStatus.cancelled
-                run.finished_at = now()
-            elif run.status == RunStatus.running:
-                run.cancel_requested = True
+        cancel_runs(cell.runs)
         if cell.phase in (CellPhase.tuning, CellPhase.confirming):
             _close(cell, CellPhase.failed, "benchmark cancelled")
     bench.status = BenchmarkStatus.cancelled
@@ -107,22 +107,18 @@ def cancel_benchmark(session: Session, benchmark_id: int) -> Benchmark:
 
 def tick(benchmark_id: int, dispatch: Dispatch | None = None) -> dict[str, int]:
     """One scheduling step (see module docstring); returns progress counts."""
+    return repeat_ticks(partial(_tick_once, benchmark_id), dispatch)
+
+
+def _tick_once(benchmark_id: int) -> tuple[list[int], bool, str, dict[str, int]]:
     from core.db import session_scope
 
-    counts: dict[str, int] = {}
-    for _ in range(1000):  # repeat while reused results finished trials (no worker will tick)
-        with session_scope() as session:
-            to_dispatch, again = tick_in_session(session, benchmark_id)
-            bench = session.get_one(Benchmark, benchmark_id)
-            queue = str(bench.spec.get("queue") or _default_queue(bench))
-        with session_scope() as session:
-            counts = progress(session, benchmark_id)
-        send = dispatch or partial(default_dispatch, queue=queue)
-        for run_id in to_dispatch:
-            send(run_id)
-        if not again:
-            break
-    return counts
+    with session_scope() as session:
+        to_dispatch, again = tick_in_session(session, benchmark_id)
+        bench = session.get_one(Benchmark, benchmark_id)
+        queue = str(bench.spec.get("queue") or _default_queue(bench))
+    with session_scope() as session:
+        return to_dispatch, again, queue, progress(session, benchmark_id)
 
 
 def _default_queue(bench: Benchmark) -> str:

@@ -22,7 +22,6 @@ count, not MaxTrialsCallback).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -44,16 +43,18 @@ from search.spec import StudySpec, StudySpecError
 from search.study_view import progress
 from search.suggest import params_to_design
 from search.trial_runs import (
+    Dispatch,
+    cancel_runs,
     default_dispatch,
     lock_row,
     new_run,
     now,
+    repeat_ticks,
     requeue_stale,
     stale,
     upsert_recipe,
 )
 
-Dispatch = Callable[[int], None]
 __all__ = [
     "StudySpec",
     "cancel_study",
@@ -151,12 +152,7 @@ def cancel_study(session: Session, study_id: int) -> SearchStudy:
     for trial in study.trials:
         if trial.status != TrialStatus.running:
             continue
-        for run in trial.runs:
-            if run.status == RunStatus.queued:
-                run.status = RunStatus.cancelled
-                run.finished_at = now()
-            elif run.status == RunStatus.running:
-                run.cancel_requested = True
+        cancel_runs(trial.runs)
         finish(trial, TrialStatus.failed, reason="study cancelled")
         ostudy.tell(opt, trial.number, "failed", reason="study cancelled")
     study.status = StudyStatus.cancelled
@@ -173,20 +169,15 @@ def tick(
     study_id: int, dispatch: Dispatch | None = None, url: str | None = None
 ) -> dict[str, int]:
     """One scheduling step for a study (see module docstring); returns progress counts."""
+    return repeat_ticks(partial(_tick_once, study_id, url), dispatch)
+
+
+def _tick_once(study_id: int, url: str | None) -> tuple[list[int], bool, str, dict[str, int]]:
     from core.db import session_scope
 
-    counts: dict[str, int] = {}
-    for _ in range(1000):  # repeat while reused results finished trials (no worker will tick)
-        with session_scope(url) as session:
-            to_dispatch, again = tick_in_session(session, study_id)
-            queue = _queue_of(session, study_id)
-            counts = progress(session, study_id)
-        send = dispatch or partial(default_dispatch, queue=queue)
-        for run_id in to_dispatch:
-            send(run_id)
-        if not again:
-            break
-    return counts
+    with session_scope(url) as session:
+        to_dispatch, again = tick_in_session(session, study_id)
+        return to_dispatch, again, _queue_of(session, study_id), progress(session, study_id)
 
 
 def _queue_of(session: Session, study_id: int) -> str:

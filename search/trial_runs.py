@@ -7,8 +7,9 @@ as a ``succeeded`` copy with ``reused_from_id`` pointing at the original.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select, update
@@ -20,6 +21,11 @@ from core.models import Recipe, Run, RunStatus, SearchTrial
 from records.recipes import RecipeError, state_bytes_on
 from records.reuse import reuse_if_stored, upsert_recipe_row
 from search.spec import StudySpec
+
+Dispatch = Callable[[int], None]
+#: One scheduling step in its own transaction: (run ids to send once it committed, whether to
+#: step again, the queue of those runs, the progress counts).
+TickOnce = Callable[[], tuple[list[int], bool, str, dict[str, int]]]
 
 
 def now() -> datetime:
@@ -158,3 +164,29 @@ def default_dispatch(run_id: int, queue: str = "cpu") -> None:
     from core.broker import dispatch_run
 
     dispatch_run(run_id, queue)
+
+
+def repeat_ticks(tick_once: TickOnce, dispatch: Dispatch | None) -> dict[str, int]:
+    """Run ``tick_once`` and send the runs it queued (by ``dispatch``, else by name to their
+    queue), again while reused results finished trials (no worker will tick for those);
+    returns the last progress counts."""
+    counts: dict[str, int] = {}
+    for _ in range(1000):
+        to_dispatch, again, queue, counts = tick_once()
+        send = dispatch or partial(default_dispatch, queue=queue)
+        for run_id in to_dispatch:
+            send(run_id)
+        if not again:
+            break
+    return counts
+
+
+def cancel_runs(runs: Iterable[Run]) -> None:
+    """Queued runs cancelled (finished now), running ones asked to stop (their worker ends
+    them); finished runs stay as they are."""
+    for run in runs:
+        if run.status == RunStatus.queued:
+            run.status = RunStatus.cancelled
+            run.finished_at = now()
+        elif run.status == RunStatus.running:
+            run.cancel_requested = True
