@@ -4,12 +4,12 @@ kept, replies lost after a commit, and the reaper re-sending runs whose message 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from run_rows import Point, get_run, migrate, new_runs
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -26,49 +26,15 @@ def _operational(sqlstate: str | None = None) -> OperationalError:
     return OperationalError("SELECT 1", {}, orig)
 
 
-@dataclass
-class Point:
-    step: int
-    tokens: int = 0
-    elapsed_s: float = 0.0
-    train_loss: float | None = 1.0
-    val_loss: float | None = None
-    lr: float = 0.01
-
-
 @pytest.fixture
 def db(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from core.config import get_settings
-    from migrations.runner import upgrade
-
-    monkeypatch.setenv("OPTFORGE_DB_RETRY_S", "0.5")
-    get_settings.cache_clear()
-    upgrade()
+    migrate(monkeypatch, OPTFORGE_DB_RETRY_S="0.5")
     return data_dir
 
 
 def _new_run(**values: Any) -> int:
-    from core.db import session_scope
-    from core.models import Recipe, Run
-
-    with session_scope() as s:
-        recipe = Recipe(hash=f"h{time.monotonic_ns()}", canonical={"lr": 0.01})
-        s.add(recipe)
-        s.flush()
-        run = Run(recipe_id=recipe.id, workload="synthetic-lm", steps=20, seed=0, lr=0.01)
-        for key, value in values.items():
-            setattr(run, key, value)
-        s.add(run)
-        s.flush()
-        return run.id
-
-
-def _run(run_id: int) -> Any:
-    from core.db import session_scope
-    from core.models import Run
-
-    with session_scope() as s:
-        return s.get_one(Run, run_id)
+    (run_id,) = new_runs(1, **values)
+    return run_id
 
 
 def test_transient_errors_are_told_apart_from_bad_statements() -> None:
@@ -119,7 +85,7 @@ def test_claim_and_finish_survive_a_lost_reply(db: Path) -> None:
     claim = claim_run(rid, "w1")
     assert claim is not None
     again = claim_run(rid, "w1")  # the same owner retrying: its claim, unchanged
-    assert again is not None and again.attempt == 1 and _run(rid).attempts == 1
+    assert again is not None and again.attempt == 1 and get_run(rid).attempts == 1
     assert claim_run(rid, "w2") is None
     values = {"status": "succeeded", "final_val_loss": 2.0, "env": {"worker": "w1"}}
     assert finish_run(claim, values, [{"step": 20, "train_loss": 1.0}])
@@ -149,10 +115,10 @@ def test_curve_points_are_kept_while_the_database_is_down(
 
     monkeypatch.setattr(CurveWriter, "_write", write)
     for step in (10, 20):
-        curve.add(Point(step))
+        curve.add(Point(step, train_loss=1.0))
     curve.flush()  # the retry budget (0.5 s) runs out: nothing written, nothing lost
     assert not curve.lease.lost.is_set()
-    curve.add(Point(30, val_loss=2.0))
+    curve.add(Point(30, train_loss=1.0, val_loss=2.0))
     down[0] = False
     curve.flush()
     with session_scope() as s:
@@ -170,7 +136,7 @@ def test_database_errors_never_fail_the_run(db: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(workers.train, "run_workload", trainer)
     rid = _new_run()
     assert execute_run(rid, owner="w1") == "lost"
-    run = _run(rid)
+    run = get_run(rid)
     assert run.status == "running" and run.failure_reason is None  # the reaper re-queues it
 
     def broken(*_a: Any, **_k: Any) -> Any:
@@ -179,7 +145,7 @@ def test_database_errors_never_fail_the_run(db: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(workers.train, "run_workload", broken)
     other = _new_run()
     assert execute_run(other, owner="w1") == "failed"
-    assert "the trainer's own bug" in _run(other).failure_reason
+    assert "the trainer's own bug" in get_run(other).failure_reason
 
 
 def test_reaper_resends_queued_runs_missing_from_the_broker(

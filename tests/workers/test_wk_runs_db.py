@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from run_rows import Point, get_run, migrate, new_runs
 from sqlalchemy import func, select, update
 
 
@@ -26,50 +27,10 @@ class FakeResult:
     env: dict[str, Any] = field(default_factory=lambda: {"torch": "x"})
 
 
-@dataclass
-class Point:
-    step: int
-    tokens: int = 0
-    elapsed_s: float = 0.0
-    train_loss: float | None = None
-    val_loss: float | None = None
-    lr: float = 0.01
-
-
 @pytest.fixture
 def db(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from core.config import get_settings
-    from migrations.runner import upgrade
-
-    monkeypatch.setenv("OPTFORGE_LEASE_SECONDS", "1")
-    get_settings.cache_clear()
-    upgrade()
+    migrate(monkeypatch, OPTFORGE_LEASE_SECONDS="1")
     return data_dir
-
-
-def _new_runs(n: int = 1) -> list[int]:
-    from core.db import session_scope
-    from core.models import Recipe, Run
-
-    with session_scope() as s:
-        recipe = Recipe(hash=f"h{time.monotonic_ns()}", canonical={"lr": 0.01})
-        s.add(recipe)
-        s.flush()
-        runs = [
-            Run(recipe_id=recipe.id, workload="synthetic-lm", steps=20, seed=i, lr=0.01)
-            for i in range(n)
-        ]
-        s.add_all(runs)
-        s.flush()
-        return [r.id for r in runs]
-
-
-def _run(run_id: int):  # type: ignore[no-untyped-def]
-    from core.db import session_scope
-    from core.models import Run
-
-    with session_scope() as s:
-        return s.get_one(Run, run_id)
 
 
 def _curve(run_id: int) -> list[tuple[int, float | None, float | None]]:
@@ -92,11 +53,11 @@ def _fake_trainer(monkeypatch: pytest.MonkeyPatch, body) -> None:  # type: ignor
 def test_claim_is_atomic_and_counts_attempts(db: Path) -> None:
     from workers.runs_db import claim_run
 
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
     claim = claim_run(rid, "w1")
     assert claim is not None and claim.attempt == 1 and claim.recipe == {"lr": 0.01}
     assert claim_run(rid, "w2") is None  # a second delivery finds nothing to claim
-    run = _run(rid)
+    run = get_run(rid)
     assert run.status == "running" and run.lease_owner == "w1" and run.attempts == 1
 
 
@@ -105,11 +66,11 @@ def test_cancel_requested_before_claim_is_never_trained(db: Path) -> None:
     from core.models import Run
     from workers.runs_db import claim_run
 
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
     with session_scope() as s:
         s.execute(update(Run).where(Run.id == rid).values(cancel_requested=True))
     assert claim_run(rid, "w1") is None
-    assert _run(rid).status == "cancelled"
+    assert get_run(rid).status == "cancelled"
 
 
 def test_successful_run_writes_merged_curve_and_result(
@@ -128,11 +89,11 @@ def test_successful_run_writes_merged_curve_and_result(
         return FakeResult()
 
     _fake_trainer(monkeypatch, trainer)
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
     assert execute_run(rid, owner="w1") == "succeeded"
     assert execute_run(rid, owner="w2") == "skipped"
     assert _curve(rid) == [(10, 9.0, None), (20, 2.0, 2.5)]
-    run = _run(rid)
+    run = get_run(rid)
     assert run.status == "succeeded" and run.final_val_loss == 2.5 and run.attempts == 1
     assert run.lease_owner is None and run.finished_at is not None
     assert run.env["worker"] == "w1" and run.env["torch"] == "x"
@@ -148,9 +109,9 @@ def test_trainer_exception_fails_run_with_reason(
         raise RuntimeError("boom at step 11")
 
     _fake_trainer(monkeypatch, trainer)
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
     assert execute_run(rid) == "failed"
-    run = _run(rid)
+    run = get_run(rid)
     assert run.status == "failed" and "RuntimeError: boom at step 11" in run.failure_reason
     assert _curve(rid) == [(10, 1.0, None)]
 
@@ -160,7 +121,7 @@ def test_cooperative_cancel(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from core.models import Run
     from workers.tasks import execute_run
 
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
 
     def trainer(*args, callbacks, **kw):  # type: ignore[no-untyped-def]
         with session_scope() as s:  # what POST /v1/runs/{id}/cancel does
@@ -173,7 +134,7 @@ def test_cooperative_cancel(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     _fake_trainer(monkeypatch, trainer)
     assert execute_run(rid) == "cancelled"
-    run = _run(rid)
+    run = get_run(rid)
     assert run.status == "cancelled" and run.stopped_step == 7
 
 
@@ -184,7 +145,7 @@ def test_attempt_that_lost_its_lease_writes_nothing(
     from core.models import Run
     from workers.tasks import execute_run
 
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
 
     def trainer(*args, callbacks, **kw):  # type: ignore[no-untyped-def]
         with session_scope() as s:  # the reaper took the run back meanwhile
@@ -198,7 +159,7 @@ def test_attempt_that_lost_its_lease_writes_nothing(
 
     _fake_trainer(monkeypatch, trainer)
     assert execute_run(rid) == "lost"
-    run = _run(rid)
+    run = get_run(rid)
     assert run.status == "queued" and run.final_val_loss is None and _curve(rid) == []
 
 
@@ -207,17 +168,17 @@ def test_curve_flush_renews_the_lease_and_stops_once_the_run_is_taken(db: Path) 
     from core.models import Run
     from workers.runs_db import CurveWriter, Lease, claim_run
 
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
     claim = claim_run(rid, "w1")
     assert claim is not None
     lease = Lease(claim)  # not entered: no renewal thread, only flush touches the row
     curve = CurveWriter(claim, lease, flush_every_s=3600)
-    before = _run(rid).lease_expires_at
+    before = get_run(rid).lease_expires_at
     time.sleep(0.01)
     curve.add(Point(10, train_loss=1.0))
     curve.flush()
     assert _curve(rid) == [(10, 1.0, None)] and not lease.lost.is_set()
-    assert _run(rid).lease_expires_at > before  # the owning write extended the lease
+    assert get_run(rid).lease_expires_at > before  # the owning write extended the lease
     with session_scope() as s:  # the reaper re-queued it and another attempt claimed it
         s.execute(update(Run).where(Run.id == rid).values(status="queued", lease_owner=None))
     assert claim_run(rid, "w2") is not None
@@ -237,7 +198,7 @@ def test_reaper_requeues_then_fails_expired_runs(
 
     monkeypatch.setenv("OPTFORGE_MAX_ATTEMPTS", "2")
     get_settings.cache_clear()
-    a, b = _new_runs(2)
+    a, b = new_runs(2)
     sent: list[tuple[int, str]] = []
     dispatch = lambda rid, q: sent.append((rid, q))  # noqa: E731
     for attempt in (1, 2):
@@ -245,7 +206,7 @@ def test_reaper_requeues_then_fails_expired_runs(
         later = datetime.now(UTC) + timedelta(seconds=5)  # lease of 1 s has expired by then
         counts = reap_once(now=later, dispatch=dispatch, tick=lambda sid: None)
         assert counts["requeued"] == (1 if attempt == 1 else 0)
-    run = _run(a)
+    run = get_run(a)
     assert run.status == "failed" and run.attempts == 2
     assert "expired" in run.failure_reason and "dead-2" in run.failure_reason
     assert (a, "cpu") in sent
@@ -262,7 +223,7 @@ def test_reaper_requeues_then_fails_expired_runs(
 def test_concurrent_claims_give_one_winner(db: Path) -> None:
     from workers.runs_db import claim_run
 
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
     wins: list[object] = []
     threads = [
         threading.Thread(target=lambda i=i: wins.append(claim_run(rid, f"w{i}"))) for i in range(4)
@@ -279,7 +240,7 @@ def test_upsert_metrics_never_duplicates(db: Path) -> None:
     from core.models import RunMetric
     from workers.runs_db import upsert_metrics
 
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
     with session_scope() as s:
         upsert_metrics(s, rid, [{"step": 5, "train_loss": 1.0}, {"step": 6, "train_loss": 0.9}])
         upsert_metrics(s, rid, [{"step": 5, "val_loss": 1.1}])
@@ -294,11 +255,11 @@ def test_reaper_cancels_an_expired_run_whose_cancel_was_requested(db: Path) -> N
     from workers.reaper import reap_once
     from workers.runs_db import claim_run
 
-    (rid,) = _new_runs()
+    (rid,) = new_runs()
     assert claim_run(rid, "dead") is not None
     with session_scope() as s:
         s.execute(update(Run).where(Run.id == rid).values(cancel_requested=True))
     sent: list[int] = []
     later = datetime.now(UTC) + timedelta(seconds=5)
     reap_once(now=later, dispatch=lambda r, q: sent.append(r), tick=lambda sid: None)
-    assert _run(rid).status == "cancelled" and sent == []
+    assert get_run(rid).status == "cancelled" and sent == []
