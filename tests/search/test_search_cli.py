@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cli_checks import refused_in_one_line
 from test_scheduler import CRAFTED_SPACE, execute, new_study, trials_of
 from typer.testing import CliRunner
 
@@ -110,10 +111,7 @@ def test_cli_search_mistakes_are_one_line(data_dir) -> None:  # type: ignore[no-
         (["--sampler", "nope"], "--sampler: unknown sampler 'nope'"),
         (["--steps", "99999"], "--steps: steps 99999 exceeds the service limit"),
     ]:
-        out = CliRunner().invoke(app, ["search", "--workload", "synthetic-lm", *args])
-        assert out.exit_code == 2, out.output
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+        refused_in_one_line(app, ["search", "--workload", "synthetic-lm", *args], message)
     out = CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "200"})
     flags = [ln for ln in out.stdout.splitlines() if "--json" in ln or "--no-record" in ln]
     assert len(flags) == 2 and not any("<bool>" in ln for ln in flags), flags
