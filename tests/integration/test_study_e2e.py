@@ -36,20 +36,14 @@ TERMINAL_TRIALS = ("complete", "pruned", "failed")
 
 
 def _tick_and_execute(study_id: int, seconds: float) -> int:
-    from test_scheduler import execute
-
-    from core.db import session_scope
-    from core.models import SearchStudy
-    from search.scheduler import tick
+    from test_scheduler import execute, tick_queue
 
     done = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        queue: list[int] = []
-        tick(study_id, dispatch=queue.append)
-        with session_scope() as s:
-            if s.get(SearchStudy, study_id).status != "running":
-                return done
+        queue = tick_queue(study_id)
+        if queue is None:
+            return done
         for run_id in queue:
             done += execute(run_id) != "skipped"
         time.sleep(0.05)

@@ -73,18 +73,25 @@ def execute(run_id: int, fail: bool = False, diverge: bool = False, every: int =
     return status
 
 
-def drive(study_id: int, max_ticks: int = 200, **kw) -> list[int]:  # type: ignore[no-untyped-def]
-    """Tick and execute until the study is no longer running; returns executed run ids."""
+def tick_queue(study_id: int) -> list[int] | None:
+    """One tick of the study: the run ids it dispatched, or None once it is no longer running
+    (also used by tests/integration/test_study_e2e.py)."""
     from core.db import session_scope
     from search.scheduler import tick
 
+    queue: list[int] = []
+    tick(study_id, dispatch=queue.append)
+    with session_scope() as s:
+        return queue if s.get_one(SearchStudy, study_id).status == "running" else None
+
+
+def drive(study_id: int, max_ticks: int = 200, **kw) -> list[int]:  # type: ignore[no-untyped-def]
+    """Tick and execute until the study is no longer running; returns executed run ids."""
     done: list[int] = []
     for _ in range(max_ticks):
-        queue: list[int] = []
-        tick(study_id, dispatch=queue.append)
-        with session_scope() as s:
-            if s.get(SearchStudy, study_id).status != "running":
-                return done
+        queue = tick_queue(study_id)
+        if queue is None:
+            return done
         for run_id in queue:
             execute(run_id, **kw)
             done.append(run_id)
