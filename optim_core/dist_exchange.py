@@ -26,8 +26,10 @@ def _n(p: Tensor, rank: int, world: int) -> int:
     return numel(shard_shape(tuple(p.shape), world, rank))
 
 
-def _flat(parts: list[Tensor], dtype: torch.dtype) -> Tensor:
-    return torch.cat(parts) if parts else torch.empty(0, dtype=dtype)
+def _flat(parts: list[Tensor], like: Tensor) -> Tensor:
+    """``parts`` concatenated; an empty tensor of ``like``'s dtype and device (NCCL needs the
+    device) when there are none."""
+    return torch.cat(parts) if parts else torch.empty(0, dtype=like.dtype, device=like.device)
 
 
 def gather_to_owners(
@@ -49,7 +51,7 @@ def gather_to_owners(
     in_sizes = [sum(t.numel() for t in parts) for parts in send]
     out_sizes = [sum(2 * _n(p, s, world) for p in mine) for s in range(world)]
     received = torch.empty(sum(out_sizes), dtype=dtype, device=params[0].device)
-    flat = _flat([t for parts in send for t in parts], dtype)
+    flat = _flat([t for parts in send for t in parts], params[0])
     dist.all_to_all_single(received, flat, out_sizes, in_sizes, group=group)
     pieces: dict[Tensor, tuple[list[Tensor], list[Tensor]]] = {p: ([], []) for p in mine}
     offset = 0
@@ -84,7 +86,7 @@ def scatter_from_owners(
     in_sizes = [sum(_n(p, d, world) for p in mine) for d in range(world)]
     out_sizes = [sum(_n(p, rank, world) for p in params if owners[p] == s) for s in range(world)]
     received = torch.empty(sum(out_sizes), dtype=dtype, device=params[0].device)
-    dist.all_to_all_single(received, _flat(send, dtype), out_sizes, in_sizes, group=group)
+    dist.all_to_all_single(received, _flat(send, params[0]), out_sizes, in_sizes, group=group)
     offset = 0
     for s in range(world):
         for p in params:
