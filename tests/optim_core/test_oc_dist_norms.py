@@ -12,9 +12,10 @@ import torch
 from torch import Tensor
 
 import optim_core
+from optim_core.base import FP32_CODEC, codec_for_bits
 from optim_core.dist_accounting import comm_bytes_per_step, sharded_state_bytes
 from optim_core.dist_norms import REDUCIBLE, allreduce_numel, sharded_normalize
-from optim_core.dist_plan import shard_rows
+from optim_core.dist_plan import shard_codec, shard_rows
 from optim_core.normalize import Normalize
 
 
@@ -98,3 +99,26 @@ def test_communication_by_path() -> None:
     assert muon == (4 * 2 * 512, 4 * 512)  # q is owned by rank 0
     sink = comm_bytes_per_step(optim_core.presets.get("sinkgd"), SHAPES, 2)
     assert sink == (4 * 5 * 32, 4 * 5 * 32)  # ring all-reduce of 5 column-sum vectors
+
+
+def test_shard_codec_follows_the_full_tensor() -> None:
+    """Shards are quantized exactly when the full tensor is, whatever their own size: a
+    4-bit shard of 65·64 elements (a partial block) round-trips; 8-bit shards under 4096
+    elements of a quantized tensor are quantized; a full tensor kept fp32 keeps shards fp32."""
+    gen = torch.Generator().manual_seed(0)
+    four = codec_for_bits(4, signed=True)
+    shard4 = shard_codec(four, 130 * 64)
+    assert shard4 is not None
+    t = torch.randn(65 * 64, generator=gen)
+    parts = shard4.encode(t)
+    assert set(parts) == {"q", "scale"} and parts["q"].numel() == 65 * 32
+    back = shard4.decode(parts, tuple(t.shape))
+    assert ((back - t).norm() / t.norm()).item() < 0.2  # 4-bit error, not garbage
+    eight = shard_codec(codec_for_bits(8, signed=True), 40 * 129)
+    assert eight is not None and set(eight.encode(torch.randn(20 * 129, generator=gen))) == {
+        "q",
+        "scale",
+    }
+    kept = shard_codec(four, 129 * 72)  # not a multiple of the 4-bit block: fp32 as a whole
+    assert kept is not None and set(kept.encode(torch.randn(65 * 72, generator=gen))) == {""}
+    assert shard_codec(FP32_CODEC, 10_000) is FP32_CODEC
