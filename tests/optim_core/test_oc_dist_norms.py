@@ -1,5 +1,7 @@
-"""Sharded norms (optim_core/dist_norms.py) equal the single-process ones: the ranks are
-threads whose ``reduce`` sums the partial sums of all shards, in rank order, at a barrier."""
+"""The distributed pieces without processes: sharded norms (optim_core/dist_norms.py) equal
+the single-process ones (the ranks are threads whose ``reduce`` sums the partial sums of all
+shards, in rank order, at a barrier); per-rank state and communication accounting; shard
+codecs."""
 
 from __future__ import annotations
 
