@@ -19,11 +19,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 90.0
+T = TypeVar("T")
 
 
 def reset_service_caches() -> None:
@@ -284,6 +286,18 @@ def wait_for_runs(
         time.sleep(0.5)
     logs = "\n".join(w.log()[-5000:] for w in workers or [])
     raise AssertionError(f"runs not done after {timeout_s}s: {rows}\n{logs}")
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, what: str, logs: Callable[[], str]) -> T:
+    """The first truthy value of ``check()``, polled every 0.5 s; after ``timeout_s`` an
+    AssertionError naming ``what``, with ``logs()`` (the processes' logs, read only then)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not reached after {timeout_s}s\n{logs()}")
 
 
 def submit(spec: dict[str, object], dispatch: bool = True) -> list[int]:

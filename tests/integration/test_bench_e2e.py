@@ -9,10 +9,10 @@ new worker finishes it, and the benchmark still completes with every cell's full
 from __future__ import annotations
 
 import signal
-import time
 from typing import Any
 
 import pytest
+from integration.fixtures_service import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +62,9 @@ def _running_long_run() -> int | None:
 
 
 def _wait(predicate: Any, timeout_s: float, what: str, workers: list[Any]) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    logs = "\n".join(w.log()[-4000:] for w in workers)
-    raise AssertionError(f"{what} not reached after {timeout_s}s\n{logs}")
+    return wait_until(
+        predicate, timeout_s, what, lambda: "\n".join(w.log()[-4000:] for w in workers)
+    )
 
 
 def _report(bid: int) -> dict[str, Any]:

@@ -12,12 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from integration.fixtures_service import REPO, worker_env
+from integration.fixtures_service import REPO, wait_until, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +36,7 @@ def _alive(pid: int) -> bool:
 
 
 def _wait(check, timeout_s: float, what: str, log: Path):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not reached in {timeout_s}s:\n{log.read_text()[-8000:]}")
+    return wait_until(check, timeout_s, what, lambda: log.read_text()[-8000:])
 
 
 def _key(data_dir: Path) -> str:
