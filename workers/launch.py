@@ -76,7 +76,11 @@ def _start(job_dir: Path, world_size: int, log: IO[str]) -> subprocess.Popen[byt
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: one signal stops every rank
         preexec_fn=die_with_parent,  # a killed worker takes torchrun (and so the ranks) along
-        env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+        env={  # faulthandler: a rank that crashes in C++ leaves its Python stack in the log
+            **os.environ,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "PYTHONFAULTHANDLER": "1",
+        },
     )
 
 

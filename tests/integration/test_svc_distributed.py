@@ -70,7 +70,7 @@ def test_killed_rank_fails_the_attempt_and_the_run_is_retried(
     worker = start_worker()
     (run_id,) = _post(api_client, api_key, 400)
     wait_for_runs([run_id], 300, lambda r: r["metrics"] > 0, [worker])
-    pid = rank_pid(1)
+    pid = rank_pid(1, ancestor=worker.pid)
     assert pid is not None, worker.log()[-3000:]
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
