@@ -28,7 +28,7 @@ from workers.runs_db import (
     new_owner,
     result_values,
 )
-from workers.train_types import RankFailure
+from workers.train_types import RankFailure, RankJob
 
 if TYPE_CHECKING:
     from workers.train import Callbacks, MetricPoint, TrainResult
@@ -110,7 +110,6 @@ def _run(claim: Claim, callbacks: Callbacks, **local: Any) -> TrainResult:
 
     if claim.gpus > 1:
         from workers.launch import run_distributed
-        from workers.rank_main import RankJob
 
         device = local.get("device") or ("cpu" if claim.queue == "cpu" else "cuda")
         job = RankJob(
