@@ -43,21 +43,20 @@ def _spec(n_runs: int) -> dict[str, Any]:
     }
 
 
-def _two_workers(start_worker: Any) -> list[WorkerProcess]:
-    return [start_worker(env=WORKER_ENV) for _ in range(2)]
-
-
-def _wait_two_training(ids: list[int], workers: list[WorkerProcess]) -> None:
-    """Until two runs are claimed (running) while the others are still queued.
+def _two_training(start_worker: Any, n_runs: int) -> tuple[list[int], list[WorkerProcess]]:
+    """Two workers and ``n_runs`` submitted runs, once two of them are claimed (running) while
+    the others are still queued: (run ids, workers).
 
     Claimed, not "has curve points": on a fast machine a 200-step run lasts about 2 s, and
     the fault must land while it trains (or while it records its result, also retried)."""
+    workers = [start_worker(env=WORKER_ENV) for _ in range(2)]
+    ids = submit(_spec(n_runs))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         rows = run_rows(ids)
         if sum(r["status"] == "running" for r in rows) == 2:
             assert sum(r["status"] == "queued" for r in rows) == len(ids) - 2, rows
-            return
+            return ids, workers
         time.sleep(0.1)
     logs = "\n".join(w.log()[-3000:] for w in workers)
     raise AssertionError(f"two runs never trained at once: {run_rows(ids)}\n{logs}")
@@ -131,9 +130,7 @@ def test_postgres_restart_costs_runs_nothing(
 
     from api.main import create_app
 
-    workers = _two_workers(start_worker)
-    ids = submit(_spec(4))
-    _wait_two_training(ids, workers)
+    ids, workers = _two_training(start_worker, 4)
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         assert client.get("/v1/health").status_code == 200
         points = {int(str(r["id"])): int(str(r["metrics"])) for r in run_rows(ids)}
@@ -161,9 +158,7 @@ def test_redis_flushall_resends_lost_messages(
     fault_env: dict[str, str],  # noqa: F811
     start_worker: Any,
 ) -> None:
-    workers = _two_workers(start_worker)
-    ids = submit(_spec(6))
-    _wait_two_training(ids, workers)
+    ids, workers = _two_training(start_worker, 6)
     client = fault_servers.redis.client()
     assert client.llen("cpu") == 4
     client.flushall()
