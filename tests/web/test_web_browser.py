@@ -101,6 +101,13 @@ def shot(pg: Any, name: str) -> None:
     pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def open_charts(pg: Any, url: str, *charts: str) -> None:
+    """Go to ``url`` and wait until each chart canvas named in ``charts`` has rendered."""
+    pg.goto(url)
+    for chart in charts:
+        pg.wait_for_selector(f'canvas#{chart}[data-rendered="1"]')
+
+
 def chart_points(pg: Any, chart_id: str, dataset: int) -> int:
     """Points Chart.js actually laid out for one dataset of one chart."""
     js = f"window.optforgeCharts[{chart_id!r}].getDatasetMeta({dataset}).data.length"
@@ -110,8 +117,7 @@ def chart_points(pg: Any, chart_id: str, dataset: int) -> int:
 def test_leaderboard_rows_plot_and_row_click(site: tuple[str, Seeded], page: Any) -> None:
     url, seeded = site
     pg, console = page
-    pg.goto(f"{url}/")
-    pg.wait_for_selector('canvas#pareto-plot[data-rendered="1"]')
+    open_charts(pg, f"{url}/", "pareto-plot")
     rows = pg.locator("#leaderboard tbody tr")
     assert rows.count() == len(seeded.recipe_hashes) == 5
     assert "adamw" in rows.nth(0).inner_text()
@@ -131,8 +137,7 @@ def test_leaderboard_rows_plot_and_row_click(site: tuple[str, Seeded], page: Any
 def test_plot_point_click_opens_its_recipe(site: tuple[str, Seeded], page: Any) -> None:
     url, seeded = site
     pg, console = page
-    pg.goto(f"{url}/")
-    pg.wait_for_selector('canvas#pareto-plot[data-rendered="1"]')
+    open_charts(pg, f"{url}/", "pareto-plot")
     target = pg.evaluate(
         """() => { const c = window.optforgeCharts['pareto-plot'];
                    const i = c.data.datasets[0].data.findIndex(p => p.label === 'sinkgd');
@@ -149,9 +154,7 @@ def test_plot_point_click_opens_its_recipe(site: tuple[str, Seeded], page: Any) 
 def test_study_page_shows_pareto_front(site: tuple[str, Seeded], page: Any) -> None:
     url, seeded = site
     pg, console = page
-    pg.goto(f"{url}/studies/{seeded.study_id}")
-    pg.wait_for_selector('canvas#study-pareto[data-rendered="1"]')
-    pg.wait_for_selector('canvas#study-history[data-rendered="1"]')
+    open_charts(pg, f"{url}/studies/{seeded.study_id}", "study-pareto", "study-history")
     assert chart_points(pg, "study-pareto", 0) == 3  # complete trials
     assert chart_points(pg, "study-pareto", 1) == len(seeded.front_trial_numbers)
     assert pg.locator("#pareto-front li").count() == 2
@@ -164,16 +167,13 @@ def test_study_page_shows_pareto_front(site: tuple[str, Seeded], page: Any) -> N
 def test_run_and_compare_curves(site: tuple[str, Seeded], page: Any) -> None:
     url, seeded = site
     pg, console = page
-    pg.goto(f"{url}/runs/{seeded.run_ids[0]}")
-    pg.wait_for_selector('canvas#curve-step[data-rendered="1"]')
-    pg.wait_for_selector('canvas#curve-time[data-rendered="1"]')
+    open_charts(pg, f"{url}/runs/{seeded.run_ids[0]}", "curve-step", "curve-time")
     assert chart_points(pg, "curve-step", 0) == 8 and chart_points(pg, "curve-step", 1) == 4
     shot(pg, "run")
     pg.goto(f"{url}/runs/{seeded.failed_run_id}")
     assert "CUDA out of memory" in pg.locator("#failure-reason").inner_text()
     a, b = seeded.run_ids[0], seeded.run_ids[2]
-    pg.goto(f"{url}/compare?runs={a},{b}")
-    pg.wait_for_selector('canvas#compare-step[data-rendered="1"]')
+    open_charts(pg, f"{url}/compare?runs={a},{b}", "compare-step")
     n = pg.evaluate("window.optforgeCharts['compare-step'].data.datasets.length")
     assert n == 4  # train + val of two runs
     shot(pg, "compare")
