@@ -3,7 +3,8 @@
 fp32 state: multi-tensor (``torch._foreach_*``) kernels across parameters, as
 ``torch.optim.AdamW(foreach=True)`` (a large saving on CUDA, where per-tensor launches dominate
 small steps). Block-wise 8/4-bit state: one fused pass per parameter
-(:func:`optim_core.fused.quantized_adam_`, ``torch.compile``'d on CUDA by default); parameters
+(:func:`optim_core.fused.quantized_adam_`, ``torch.compile``'d on CUDA by default), small
+parameters of whole blocks one fused pass for all (:mod:`optim_core.flat_quant`); parameters
 whose state stayed fp32 (fewer than 4096 elements) take the multi-tensor path. Same math and the
 same state keys (``"0.adam.m"``, ``"0.adam.m.q"``, ...) as the per-parameter path
 (:class:`optim_core.adaptive.Adam` with ``fold_lr``), so state dicts are interchangeable.
@@ -21,7 +22,15 @@ from torch import Tensor
 
 from optim_core.adaptive import Adam
 from optim_core.base import Fp32Codec, NativeCodec, Stage
-from optim_core.fused import QFormat, adam_scalars, qformat, step_quantized_adam
+from optim_core.flat_quant import flat_groups, step_flat
+from optim_core.fused import (
+    AdamScalars,
+    QFormat,
+    adam_scalars,
+    compile_enabled,
+    qformat,
+    step_quantized_adam,
+)
 from optim_core.quantize import BlockwiseCodec
 
 PREFIX = "0.adam."
@@ -74,25 +83,41 @@ def adam_group_step(
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1.0)
     dense = [i for i, s in enumerate(states) if PREFIX + "m" in s]
-    if len(dense) < len(states):
-        fmts = _formats(adam, params[0].device)
-        for p, g, state in zip(params, grads, states, strict=True):
-            if PREFIX + "m" not in state:
-                t = int(state["step"].item())
-                scalars = adam_scalars(
-                    adam.beta1,
-                    adam.beta2,
-                    adam.eps,
-                    adam.style,
-                    group["lr"],
-                    group["weight_decay"],
-                    group["wd_mode"],
-                    t,
-                )
-                step_quantized_adam(p, state, PREFIX, fmts, scalars, g)
+    quant = [i for i, s in enumerate(states) if PREFIX + "m" not in s]
+    if quant:
+        pick = [params[i] for i in quant], [grads[i] for i in quant]
+        _quantized_step(adam, *pick, [states[i] for i in quant], group)
     if dense:
         pick = [params[i] for i in dense], [grads[i] for i in dense]
         _foreach_adam(adam, *pick, [states[i] for i in dense], group)
+
+
+def _quantized_step(
+    adam: Adam,
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Any]],
+    group: dict[str, Any],
+) -> None:
+    """Block-quantized parameters: small ones through one flat buffer per step count
+    (eager only, :mod:`optim_core.flat_quant`), the others one fused pass each."""
+    fmts = _formats(adam, params[0].device)
+    ts = [int(s["step"].item()) for s in states]
+    flat: dict[int, list[int]] = {}
+    if not compile_enabled(params[0].device):
+        flat = flat_groups([p.numel() for p in params], ts, fmts)
+    for t, idx in flat.items():
+        pick = [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx]
+        step_flat(*pick, PREFIX, fmts, _scalars(adam, group, t))
+    done = {i for idx in flat.values() for i in idx}
+    for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
+        if i not in done:
+            step_quantized_adam(p, state, PREFIX, fmts, _scalars(adam, group, ts[i]), g)
+
+
+def _scalars(adam: Adam, group: dict[str, Any], t: int) -> AdamScalars:
+    lr, wd, mode = group["lr"], group["weight_decay"], group["wd_mode"]
+    return adam_scalars(adam.beta1, adam.beta2, adam.eps, adam.style, lr, wd, mode, t)
 
 
 def _formats(adam: Adam, device: torch.device) -> tuple[QFormat, QFormat]:

@@ -126,3 +126,41 @@ def test_compiled_step_on_cuda_equals_eager(bits: int) -> None:
             opt.step()
         out.append({n: p.detach().cpu() for n, p in params.items()})
     assert _max_rel(out[1], out[0]) < 1e-5
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_small_parameters_share_one_flat_step_bit_for_bit(
+    bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optim_core import flat_quant
+
+    shapes = {f"layers.{i}.attn.q.weight": (64, 64 * (i + 1)) for i in range(3)}
+    shapes["layers.0.mlp.up.weight"] = (100, 50)  # not whole blocks: its own pass
+    calls: list[int] = []
+    real = flat_quant.quantized_adam_
+
+    def counted(p: torch.Tensor, *args: Any) -> Any:
+        calls.append(p.numel())
+        return real(p, *args)
+
+    def run(flat_max: int) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        monkeypatch.setattr(flat_quant, "FLAT_MAX_NUMEL", flat_max)
+        monkeypatch.setattr(flat_quant, "quantized_adam_", counted)
+        gen = torch.Generator().manual_seed(0)
+        params = {n: torch.nn.Parameter(torch.randn(s, generator=gen)) for n, s in shapes.items()}
+        opt = optim_core.build(_recipe(bits), params)
+        for _ in range(4):
+            for p in params.values():
+                p.grad = torch.randn(p.shape, generator=gen)
+            opt.step()
+        return [p.detach() for p in params.values()], list(opt.state.values())
+
+    flat_w, flat_s = run(1 << 16)
+    assert calls == [64 * 64 * 6] * 4  # one flat call per step for the three q matrices
+    calls.clear()
+    each_w, each_s = run(0)
+    assert calls == []  # nothing small enough: every parameter stepped on its own
+    for a, b in zip(flat_w, each_w, strict=True):
+        assert torch.equal(a, b)
+    for sa, sb in zip(flat_s, each_s, strict=True):
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
