@@ -180,17 +180,48 @@ def step_quantized_adam(
 ) -> None:
     """Step ``p`` with its quantized slots ``{prefix}m.q``/``.scale`` and ``{prefix}v.*`` in
     ``state`` (updated in place), compiled when :func:`compile_enabled` says so; ``grad``
-    defaults to ``p.grad``."""
+    defaults to ``p.grad``. Eager steps run in cache-sized chunks (:func:`chunk_bounds`)."""
     g = p.grad if grad is None else grad
     assert g is not None
-    m_parts = (state[prefix + "m.q"], state[prefix + "m.scale"])
-    v_parts = (state[prefix + "v.q"], state[prefix + "v.scale"])
+    slots = [state[prefix + key] for key in SLOT_KEYS]
     if compile_enabled(p.device):
+        m_parts, v_parts = (slots[0], slots[1]), (slots[2], slots[3])
         out = _compiled()(p, g, m_parts, v_parts, fmts, _as_tensors(scalars, p.device), False)
-    else:
-        out = quantized_adam_(p, g, m_parts, v_parts, fmts, scalars)
-    for key, new in zip(("m.q", "m.scale", "v.q", "v.scale"), out, strict=True):
-        state[prefix + key].copy_(new)
+        torch._foreach_copy_(slots, list(out))
+        return
+    flat, gf = p.view(-1), g.reshape(-1)
+    for lo, hi in chunk_bounds(flat.numel(), fmts):
+        parts = [
+            _slot_slice(t, lo, hi, per) for t, per in zip(slots, _per_entry(fmts), strict=True)
+        ]
+        out = quantized_adam_(flat[lo:hi], gf[lo:hi], (parts[0], parts[1]), (parts[2], parts[3]),
+                              fmts, scalars)  # fmt: skip
+        torch._foreach_copy_(parts, list(out))
+
+
+SLOT_KEYS = ("m.q", "m.scale", "v.q", "v.scale")
+# Elements per eager chunk: the ~20 passes of the quantized step then run on ~1 MiB of fp32 that
+# stays in L2 instead of streaming the whole tensor from memory each pass (2048x1024 adamw_4bit
+# on the 2-core EPYC VM: 17-19 ms in chunks of 2**17-2**19 elements against 25-33 ms whole).
+CHUNK_NUMEL = 1 << 18
+
+
+def chunk_bounds(n: int, fmts: tuple[QFormat, QFormat]) -> list[tuple[int, int]]:
+    """``[lo, hi)`` element ranges of about :data:`CHUNK_NUMEL` whose starts are whole blocks of
+    both formats (and whole bytes of packed 4-bit codes), so chunks quantize as the whole does."""
+    unit = math.lcm(fmts[0].block, fmts[1].block, 2)
+    step = unit * max(1, CHUNK_NUMEL // unit)
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def _per_entry(fmts: tuple[QFormat, QFormat]) -> tuple[int, int, int, int]:
+    """Elements per stored entry of each slot: codes (2 per byte in 4-bit), block scales."""
+    m, v = fmts
+    return (2 if m.bits == 4 else 1), m.block, (2 if v.bits == 4 else 1), v.block
+
+
+def _slot_slice(t: Tensor, lo: int, hi: int, per: int) -> Tensor:
+    return t[lo // per : -(-hi // per)]
 
 
 def adam_scalars(

@@ -3,8 +3,8 @@
 fp32 state: multi-tensor (``torch._foreach_*``) kernels across parameters, as
 ``torch.optim.AdamW(foreach=True)`` (a large saving on CUDA, where per-tensor launches dominate
 small steps). Block-wise 8/4-bit state: one fused pass per parameter
-(:func:`optim_core.fused.quantized_adam_`, ``torch.compile``'d on CUDA by default), small
-parameters of whole blocks one fused pass for all (:mod:`optim_core.flat_quant`); parameters
+(:func:`optim_core.fused.quantized_adam_`, ``torch.compile``'d on CUDA by default, in
+cache-sized chunks when eager); parameters
 whose state stayed fp32 (fewer than 4096 elements) take the multi-tensor path. Same math and the
 same state keys (``"0.adam.m"``, ``"0.adam.m.q"``, ...) as the per-parameter path
 (:class:`optim_core.adaptive.Adam` with ``fold_lr``), so state dicts are interchangeable.
@@ -22,12 +22,10 @@ from torch import Tensor
 
 from optim_core.adaptive import Adam
 from optim_core.base import Fp32Codec, NativeCodec, Stage
-from optim_core.flat_quant import flat_groups, step_flat
 from optim_core.fused import (
     AdamScalars,
     QFormat,
     adam_scalars,
-    compile_enabled,
     qformat,
     step_quantized_adam,
 )
@@ -99,20 +97,11 @@ def _quantized_step(
     states: list[dict[str, Any]],
     group: dict[str, Any],
 ) -> None:
-    """Block-quantized parameters: small ones through one flat buffer per step count
-    (eager only, :mod:`optim_core.flat_quant`), the others one fused pass each."""
+    """Block-quantized parameters: one fused pass each (in cache-sized chunks when eager)."""
     fmts = _formats(adam, params[0].device)
-    ts = [int(s["step"].item()) for s in states]
-    flat: dict[int, list[int]] = {}
-    if not compile_enabled(params[0].device):
-        flat = flat_groups([p.numel() for p in params], ts, fmts)
-    for t, idx in flat.items():
-        pick = [params[i] for i in idx], [grads[i] for i in idx], [states[i] for i in idx]
-        step_flat(*pick, PREFIX, fmts, _scalars(adam, group, t))
-    done = {i for idx in flat.values() for i in idx}
-    for i, (p, g, state) in enumerate(zip(params, grads, states, strict=True)):
-        if i not in done:
-            step_quantized_adam(p, state, PREFIX, fmts, _scalars(adam, group, ts[i]), g)
+    for p, g, state in zip(params, grads, states, strict=True):
+        t = int(state["step"].item())
+        step_quantized_adam(p, state, PREFIX, fmts, _scalars(adam, group, t), g)
 
 
 def _scalars(adam: Adam, group: dict[str, Any], t: int) -> AdamScalars:

@@ -129,38 +129,29 @@ def test_compiled_step_on_cuda_equals_eager(bits: int) -> None:
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-def test_small_parameters_share_one_flat_step_bit_for_bit(
+def test_eager_chunks_step_bit_for_bit_as_the_whole_tensor(
     bits: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from optim_core import flat_quant
-
-    shapes = {f"layers.{i}.attn.q.weight": (64, 64 * (i + 1)) for i in range(3)}
-    shapes["layers.0.mlp.up.weight"] = (100, 50)  # not whole blocks: its own pass
+    """Chunks start on whole blocks (and whole bytes of packed codes): a chunked step gives the
+    same weights, codes and block scales as one pass over the tensor; 8-bit's partial last
+    block (5000 = 19 x 256 + 136) lands in the last chunk."""
     calls: list[int] = []
-    real = flat_quant.quantized_adam_
+    real = fused.quantized_adam_
 
     def counted(p: torch.Tensor, *args: Any) -> Any:
         calls.append(p.numel())
         return real(p, *args)
 
-    def run(flat_max: int) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-        monkeypatch.setattr(flat_quant, "FLAT_MAX_NUMEL", flat_max)
-        monkeypatch.setattr(flat_quant, "quantized_adam_", counted)
-        gen = torch.Generator().manual_seed(0)
-        params = {n: torch.nn.Parameter(torch.randn(s, generator=gen)) for n, s in shapes.items()}
-        opt = optim_core.build(_recipe(bits), params)
-        for _ in range(4):
-            for p in params.values():
-                p.grad = torch.randn(p.shape, generator=gen)
-            opt.step()
-        return [p.detach() for p in params.values()], list(opt.state.values())
-
-    flat_w, flat_s = run(1 << 16)
-    assert calls == [64 * 64 * 6] * 4  # one flat call per step for the three q matrices
-    calls.clear()
-    each_w, each_s = run(0)
-    assert calls == []  # nothing small enough: every parameter stepped on its own
-    for a, b in zip(flat_w, each_w, strict=True):
-        assert torch.equal(a, b)
-    for sa, sb in zip(flat_s, each_s, strict=True):
-        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    monkeypatch.setattr(fused, "quantized_adam_", counted)
+    runs = {}
+    for chunk in (1 << 30, 512):
+        monkeypatch.setattr(fused, "CHUNK_NUMEL", chunk)
+        calls.clear()
+        runs[chunk] = _train(_recipe(bits), steps=3)
+        sizes = [8192, 5000] if bits == 8 else [8192]  # the quantized parameters
+        assert len(calls) == 3 * sum(-(-n // chunk) for n in sizes), calls
+    (whole, whole_opt), (chunked, chunked_opt) = runs[1 << 30], runs[512]
+    for n in whole:
+        assert torch.equal(whole[n], chunked[n]), n
+    for a, b in zip(whole_opt.state.values(), chunked_opt.state.values(), strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
