@@ -73,6 +73,7 @@ class QFormat:
 
     bits: int
     block: int
+    signed: bool  # unsigned formats store second moments: values known to be >= 0
     qmap: Tensor
     table: Tensor
     base: Tensor
@@ -85,7 +86,7 @@ def qformat(codec: BlockwiseCodec, device: torch.device) -> QFormat:
     compiled step's guards stable."""
     qmap, lut, table = maps_of(codec.bits, codec.signed, str(device))
     split = lut.split if lut.has_split else None
-    return QFormat(codec.bits, codec.block_size, qmap, table, lut.base, split)
+    return QFormat(codec.bits, codec.block_size, codec.signed, qmap, table, lut.base, split)
 
 
 class AdamScalars(NamedTuple):
@@ -108,7 +109,7 @@ def _decode(q: Tensor, scale: Tensor, fmt: QFormat, n: int, gather_pairs: bool) 
 
 
 def _encode(x: Tensor, fmt: QFormat) -> tuple[Tensor, Tensor]:
-    y, absmax = normalize_blocks(x, fmt.block)
+    y, absmax = normalize_blocks(x, fmt.block, nonneg=not fmt.signed)
     codes = lut_codes(y, fmt.base, fmt.split)
     return (pack_nibbles(codes) if fmt.bits == 4 else codes), absmax
 

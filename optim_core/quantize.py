@@ -79,9 +79,12 @@ MIN_QUANT_NUMEL = 4096  # smaller tensors keep fp32 state (bitsandbytes min_8bit
 # ---------------------------------------------------------------------------------------------
 
 
-def block_absmax(blocks: Tensor) -> Tensor:
-    """``max|x|`` per row of ``blocks`` (two reductions, no ``|x|`` temporary), clipped at
-    1e-12 as torchao so an all-zero block stays representable."""
+def block_absmax(blocks: Tensor, nonneg: bool = False) -> Tensor:
+    """``max|x|`` per row of ``blocks`` (two reductions, no ``|x|`` temporary; one when the
+    caller knows ``blocks >= 0``, e.g. a second moment), clipped at 1e-12 as torchao so an
+    all-zero block stays representable."""
+    if nonneg:
+        return blocks.amax(dim=-1).clip_(1e-12)
     return torch.maximum(blocks.amax(dim=-1), blocks.amin(dim=-1).neg_()).clip_(1e-12)
 
 
@@ -101,14 +104,15 @@ def quantize_blockwise(
     return lut.codes(y), absmax
 
 
-def normalize_blocks(x: Tensor, block_size: int) -> tuple[Tensor, Tensor]:
-    """``(y, absmax)``: the flattened ``x`` divided by its block's absmax (in [-1, 1])."""
+def normalize_blocks(x: Tensor, block_size: int, nonneg: bool = False) -> tuple[Tensor, Tensor]:
+    """``(y, absmax)``: the flattened ``x`` divided by its block's absmax (in [-1, 1]);
+    ``nonneg``: ``x >= 0`` is known (one reduction per block instead of two)."""
     flat = x.reshape(-1).float()
     n = flat.numel()
     n_blocks = -(-n // block_size)  # integer ceil: stays symbolic under torch.compile
     pad = n_blocks * block_size - n
     blocks = (torch.nn.functional.pad(flat, (0, pad)) if pad else flat).view(n_blocks, block_size)
-    absmax = block_absmax(blocks)
+    absmax = block_absmax(blocks, nonneg)
     y = torch.div(blocks, absmax.view(-1, 1)).view(-1)
     return (y[:n] if pad else y), absmax
 
