@@ -81,27 +81,15 @@ def adam_group_step(
     steps = [s["step"] for s in states]
     torch._foreach_add_(steps, 1.0)
     dense = [i for i, s in enumerate(states) if PREFIX + "m" in s]
-    quant = [i for i, s in enumerate(states) if PREFIX + "m" not in s]
-    if quant:
-        pick = [params[i] for i in quant], [grads[i] for i in quant]
-        _quantized_step(adam, *pick, [states[i] for i in quant], group)
+    if len(dense) < len(states):  # block-quantized: one fused pass each (chunked when eager)
+        fmts = _formats(adam, params[0].device)
+        for p, g, state in zip(params, grads, states, strict=True):
+            if PREFIX + "m" not in state:
+                scalars = _scalars(adam, group, int(state["step"].item()))
+                step_quantized_adam(p, state, PREFIX, fmts, scalars, g)
     if dense:
         pick = [params[i] for i in dense], [grads[i] for i in dense]
         _foreach_adam(adam, *pick, [states[i] for i in dense], group)
-
-
-def _quantized_step(
-    adam: Adam,
-    params: list[Tensor],
-    grads: list[Tensor],
-    states: list[dict[str, Any]],
-    group: dict[str, Any],
-) -> None:
-    """Block-quantized parameters: one fused pass each (in cache-sized chunks when eager)."""
-    fmts = _formats(adam, params[0].device)
-    for p, g, state in zip(params, grads, states, strict=True):
-        t = int(state["step"].item())
-        step_quantized_adam(p, state, PREFIX, fmts, _scalars(adam, group, t), g)
 
 
 def _scalars(adam: Adam, group: dict[str, Any], t: int) -> AdamScalars:

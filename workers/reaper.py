@@ -159,14 +159,7 @@ def lost_messages(
     be inspected (the embedded one) are left to :func:`stale_queued`.
     """
     cutoff = now - timedelta(seconds=get_settings().lost_message_grace_s)
-    sent_at = func.coalesce(Run.dispatched_at, Run.created_at)
-    with session_scope() as session:
-        candidates = session.execute(
-            select(Run.id, Run.queue)
-            .where(Run.status == RunStatus.queued, sent_at < cutoff)
-            .order_by(Run.id)
-            .limit(BATCH)
-        ).all()
+    candidates = _queued_since(cutoff)
     if not candidates:
         return []
     try:
@@ -176,13 +169,18 @@ def lost_messages(
         return []
     if in_broker is None:
         return []
-    missing = [(row.id, row.queue) for row in candidates if row.id not in in_broker]
+    missing = [(run_id, queue) for run_id, queue in candidates if run_id not in in_broker]
     return _mark_resent(missing, cutoff, now)
 
 
 def stale_queued(now: datetime) -> list[tuple[int, str]]:
     """Queued runs whose last message is older than ``redispatch_after_s`` (message lost?)."""
     cutoff = now - timedelta(seconds=get_settings().redispatch_after_s)
+    return _mark_resent(_queued_since(cutoff), cutoff, now)
+
+
+def _queued_since(cutoff: datetime) -> list[tuple[int, str]]:
+    """``(run_id, queue)`` of queued runs whose last message was sent before ``cutoff``."""
     sent_at = func.coalesce(Run.dispatched_at, Run.created_at)
     with session_scope() as session:
         rows = session.execute(
@@ -191,7 +189,7 @@ def stale_queued(now: datetime) -> list[tuple[int, str]]:
             .order_by(Run.id)
             .limit(BATCH)
         ).all()
-    return _mark_resent([(row.id, row.queue) for row in rows], cutoff, now)
+    return [(int(row.id), str(row.queue)) for row in rows]
 
 
 def _mark_resent(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from integration.fixtures_service import wait_until
+from procs import descends_from
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +46,26 @@ def _start() -> int:
     return bid
 
 
-def _running_long_run() -> int | None:
-    """A running 600-step benchmark run that has written curve points."""
+def _running_long_run(worker_pid: int) -> int | None:
+    """A running 600-step benchmark run with curve points, trained by a pool process of the
+    worker ``worker_pid`` (lease owners are ``host:pid:suffix``), so killing that worker is
+    sure to interrupt it."""
     from sqlalchemy import select
 
     from core.db import session_scope
     from core.models import Run, RunMetric
 
     with session_scope() as s:
-        return s.scalars(
-            select(Run.id)
+        rows = s.execute(
+            select(Run.id, Run.lease_owner)
             .join(RunMetric, RunMetric.run_id == Run.id)
             .where(Run.status == "running", Run.steps == 600, Run.benchmark_cell_id.is_not(None))
-            .limit(1)
-        ).first()
+            .distinct()
+        ).all()
+    for run_id, owner in rows:
+        if owner and descends_from(int(owner.split(":")[1]), worker_pid, depth=1):
+            return int(run_id)
+    return None
 
 
 def _wait(predicate: Any, timeout_s: float, what: str, workers: list[Any]) -> Any:
@@ -80,7 +87,9 @@ def test_benchmark_survives_a_killed_worker(
 ) -> None:
     victim, other = start_worker(), start_worker()
     bid = _start()
-    run_id = _wait(_running_long_run, 180, "a running 600-step run", [victim, other])
+    run_id = _wait(
+        lambda: _running_long_run(victim.pid), 180, "a running 600-step run", [victim, other]
+    )
     victim.kill(signal.SIGKILL)
     rescuer = start_worker()
     workers = [victim, other, rescuer]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from replay import Grads, max_rel, replay, seeded_setup
 
 import optim_core
 
@@ -23,25 +24,12 @@ MATRICES = ["layers.0.attn.q.weight", "layers.0.mlp.down.weight"]
 STEPS = 10
 
 
-def _setup(seed: int) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
-    gen = torch.Generator().manual_seed(seed)
-    p0 = {n: torch.randn(s, generator=gen) for n, s in SHAPES.items()}
-    grads = [{n: torch.randn(s, generator=gen) for n, s in SHAPES.items()} for _ in range(STEPS)]
-    return p0, grads
+def _setup(seed: int) -> tuple[dict[str, torch.Tensor], Grads]:
+    return seeded_setup(SHAPES, STEPS, seed)
 
 
-def _train(opt_factory: Any, p0: dict, grads: list[dict]) -> dict[str, torch.Tensor]:
-    params = {n: torch.nn.Parameter(t.clone()) for n, t in p0.items()}
-    opt = opt_factory(params)
-    for g in grads:
-        for n, p in params.items():
-            p.grad = g[n].clone()
-        opt.step()
-    return {n: p.detach() for n, p in params.items()}
-
-
-def _max_rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max(((a[n] - b[n]).norm() / b[n].norm()).item() for n in a)
+def _train(opt_factory: Any, p0: dict, grads: Grads) -> dict[str, torch.Tensor]:
+    return replay(opt_factory, p0, grads)[0]
 
 
 def _groups(params: dict, **lowrank: Any) -> list[dict[str, Any]]:
@@ -64,7 +52,7 @@ def test_galore_preset_equals_galore_torch(refresh: int) -> None:
             return galore_torch.GaLoreAdamW(_groups(ps, **kw), lr=0.01, weight_decay=0.01)
 
     ref = _train(ref_opt, p0, grads)
-    assert _max_rel(ours, ref) < 1e-6
+    assert max_rel(ours, ref) < 1e-6
 
 
 @pytest.mark.parametrize(
@@ -89,7 +77,7 @@ def test_apollo_presets_equal_apollo_torch(
         return apollo_torch.APOLLOAdamW(_groups(ps, **kw), lr=0.01, eps=1e-6, scale_front=front)
 
     ref = _train(ref_opt, p0, grads)
-    assert _max_rel(ours, ref) < 1e-6
+    assert max_rel(ours, ref) < 1e-6
 
 
 def test_frugal_preset_properties() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from replay import Grads, max_rel, replay, seeded_setup
 
 import optim_core
 from optim_core.testing import llama_shapes
@@ -26,25 +27,12 @@ SHAPES = {
 STEPS = 10
 
 
-def _setup(seed: int) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
-    gen = torch.Generator().manual_seed(seed)
-    p0 = {n: torch.randn(s, generator=gen) for n, s in SHAPES.items()}
-    grads = [{n: torch.randn(s, generator=gen) for n, s in SHAPES.items()} for _ in range(STEPS)]
-    return p0, grads
+def _setup(seed: int) -> tuple[dict[str, torch.Tensor], Grads]:
+    return seeded_setup(SHAPES, STEPS, seed)
 
 
-def _train(opt_factory: Any, p0: dict, grads: list[dict]) -> tuple[dict, torch.optim.Optimizer]:
-    params = {n: torch.nn.Parameter(t.clone()) for n, t in p0.items()}
-    opt = opt_factory(params)
-    for g in grads:
-        for n, p in params.items():
-            p.grad = g[n].clone()
-        opt.step()
-    return {n: p.detach() for n, p in params.items()}, opt
-
-
-def _max_rel(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max(((a[n] - b[n]).norm() / b[n].norm()).item() for n in a)
+def _train(opt_factory: Any, p0: dict, grads: Grads) -> tuple[dict, torch.optim.Optimizer]:
+    return replay(opt_factory, p0, grads)
 
 
 def _ours(preset: str, p0: dict, grads: list[dict], **kw: Any) -> dict[str, torch.Tensor]:
@@ -69,7 +57,7 @@ def test_low_bit_adamw_equals_torchao(preset: str, cls: str, eager_torchao: Any)
     ref, ref_opt = _train(
         lambda ps: ref_cls(list(ps.values()), lr=1e-3, weight_decay=1e-2), p0, grads
     )
-    assert _max_rel(ours, ref) < 1e-6
+    assert max_rel(ours, ref) < 1e-6
     # the reference really quantized the matrices (and not the vector)
     states = list(ref_opt.state.values())
     assert type(states[0]["exp_avg"]).__name__.startswith("OptimState")
@@ -83,15 +71,15 @@ def test_adamw_8bit_equals_bitsandbytes() -> None:
     ref, ref_opt = _train(
         lambda ps: bnb.optim.AdamW8bit(list(ps.values()), lr=1e-3, weight_decay=1e-2), p0, grads
     )
-    assert _max_rel(ours, ref) < 1e-4
+    assert max_rel(ours, ref) < 1e-4
     assert next(iter(ref_opt.state.values()))["state1"].dtype == torch.uint8
 
 
 def test_quantized_adamw_stays_close_to_fp32_adamw() -> None:
     p0, grads = _setup(2)
     fp32 = _ours("adamw", p0, grads, lr=1e-2)
-    assert 0 < _max_rel(_ours("adamw_8bit", p0, grads, lr=1e-2), fp32) < 2e-3
-    assert 0 < _max_rel(_ours("adamw_4bit", p0, grads, lr=1e-2), fp32) < 3e-2
+    assert 0 < max_rel(_ours("adamw_8bit", p0, grads, lr=1e-2), fp32) < 2e-3
+    assert 0 < max_rel(_ours("adamw_4bit", p0, grads, lr=1e-2), fp32) < 3e-2
 
 
 def test_q_galore_tracks_fp32_galore_with_same_hyperparameters() -> None:
@@ -100,7 +88,7 @@ def test_q_galore_tracks_fp32_galore_with_same_hyperparameters() -> None:
     recipe = optim_core.presets.get("q_galore", rank=16, refresh=4)
     ref_recipe = _without_quantization(recipe)
     ref = _train(lambda ps: optim_core.build(ref_recipe, ps), p0, grads)[0]
-    assert 0 < _max_rel(qg, ref) < 5e-2
+    assert 0 < max_rel(qg, ref) < 5e-2
 
 
 def _without_quantization(recipe: optim_core.Recipe) -> optim_core.Recipe:
