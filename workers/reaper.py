@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
 import core.broker  # module attribute lookups at call time: tests swap its senders
 from core.config import get_settings
@@ -67,12 +69,35 @@ def expire_leases(now: datetime) -> tuple[list[tuple[int, str]], int, set[int]]:
 
     Returns ((run_id, queue) to dispatch, number failed, study ids touched).
     """
-    max_attempts = get_settings().max_attempts
     out: list[tuple[int, str]] = []
     failed = 0
     studies: set[int] = set()
     with session_scope() as session:
-        rows = session.execute(
+        for row in _expired(session, now):
+            reason = f"lease of {row.lease_owner} expired (worker lost) on attempt {row.attempts}"
+            values = release_values(row.attempts, row.cancel_requested, reason, now)
+            still_expired = (
+                Run.id == row.id,
+                Run.status == RunStatus.running,
+                Run.lease_expires_at < now,
+            )
+            res = session.execute(update(Run).where(*still_expired).values(**values))
+            if not getattr(res, "rowcount", 0):
+                continue  # another reaper (or the owner) got there first
+            if row.study_id is not None:
+                studies.add(row.study_id)
+            if values["status"] == RunStatus.failed:
+                failed += 1
+                log.warning("run %s failed: %s", row.id, values["failure_reason"])
+            elif values["status"] == RunStatus.queued:
+                out.append((row.id, row.queue))
+    return out, failed, studies
+
+
+def _expired(session: Session, now: datetime) -> list[Any]:
+    """Running runs whose lease expired before ``now`` (with their study, if a trial's)."""
+    return list(
+        session.execute(
             select(
                 Run.id,
                 Run.attempts,
@@ -85,31 +110,7 @@ def expire_leases(now: datetime) -> tuple[list[tuple[int, str]], int, set[int]]:
             .where(Run.status == RunStatus.running, Run.lease_expires_at < now)
             .limit(BATCH)
         ).all()
-        for row in rows:
-            final = row.attempts >= max_attempts
-            reason = f"lease of {row.lease_owner} expired (worker lost) on attempt {row.attempts}"
-            values = release_values(row.attempts, row.cancel_requested, reason, now)
-            res = session.execute(
-                update(Run)
-                .where(
-                    Run.id == row.id,
-                    Run.status == RunStatus.running,
-                    Run.lease_expires_at < now,
-                )
-                .values(**values)
-            )
-            if not getattr(res, "rowcount", 0):
-                continue
-            if row.study_id is not None:
-                studies.add(row.study_id)
-            if row.cancel_requested:
-                continue
-            if final:
-                failed += 1
-                log.warning("run %s failed: %s", row.id, values["failure_reason"])
-            else:
-                out.append((row.id, row.queue))
-    return out, failed, studies
+    )
 
 
 def release_values(
