@@ -104,4 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without interpreter teardown: after the group is destroyed, freeing FSDP2/gloo
+    # objects at exit aborted a CPU rank ("terminate called without an active exception") in
+    # 3 of 10 runs of 20 steps, with the result already written.
+    os._exit(code)
