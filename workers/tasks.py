@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import core.broker  # module attribute lookups at call time: tests swap its senders
 from core.db import is_transient, with_retry
 from search.pruner import should_prune_run
+from workers.launch import run_distributed
 from workers.reaper import reap_once, release_run
 from workers.runs_db import (
     Claim,
@@ -109,8 +110,6 @@ def _run(claim: Claim, callbacks: Callbacks, **local: Any) -> TrainResult:
     from workers.train import run_workload  # torch: inside the task only
 
     if claim.gpus > 1:
-        from workers.launch import run_distributed
-
         device = local.get("device") or ("cpu" if claim.queue == "cpu" else "cuda")
         job = RankJob(
             workload=claim.workload,
