@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from celery import Celery
 from kombu import Exchange, Queue
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 TRAIN_RUN = "optforge.train_run"
 STUDY_TICK = "optforge.study_tick"
 BENCHMARK_TICK = "optforge.benchmark_tick"
-GPU_COUNTS = (1, 2, 4, 8)  # processes of one run; a run of N > 1 GPUs goes to queue gpu-N
+GpuCount = Literal[1, 2, 4, 8]  # processes of one run; a run of N > 1 GPUs goes to queue gpu-N
+GPU_COUNTS: tuple[int, ...] = get_args(GpuCount)
 RUN_QUEUES = ("cpu", "gpu", *(f"gpu-{n}" for n in GPU_COUNTS[1:]))
 # Short control tasks (study ticks, reaps): every worker consumes this queue too.
 CONTROL_QUEUE = "control"
@@ -91,11 +92,9 @@ class _ClientCache:
 get_celery_client = _ClientCache()
 
 
-def run_queue(device_queue: str, gpus: int) -> str:
+def run_queue(device_queue: str, gpus: GpuCount) -> str:
     """The queue of a run of ``gpus`` processes: ``cpu`` (gloo ranks on one CPU worker), ``gpu``
     (one GPU) or ``gpu-N`` (served by workers on nodes with N GPUs)."""
-    if gpus not in GPU_COUNTS:
-        raise ValueError(f"gpus must be one of {list(GPU_COUNTS)}, got {gpus!r}")
     return device_queue if device_queue == "cpu" or gpus == 1 else f"gpu-{gpus}"
 
 

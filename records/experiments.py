@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.broker import run_queue
+from core.broker import GpuCount, run_queue
 from core.config import Settings, get_settings
 from core.errors import Conflict, NotFound
 from core.models import Experiment, Run, RunStatus
@@ -74,7 +74,7 @@ class ExperimentCreate(BaseModel):
     lr: float | None = Field(None, description="one lr for every recipe (default: recipe's)")
     lr_grid: list[float] | None = Field(None, min_length=1, description="lrs to sweep")
     queue: Literal["cpu", "gpu"] | None = Field(None, description="worker queue")
-    gpus: Literal[1, 2, 4, 8] = Field(
+    gpus: GpuCount = Field(
         1, description="processes per run under torchrun: GPUs (queue gpu-N), or gloo CPU ranks"
     )
     parallel: Literal["none", "ddp", "fsdp"] | None = Field(
