@@ -191,10 +191,9 @@ def step_quantized_adam(
         torch._foreach_copy_(slots, list(out))
         return
     flat, gf = p.view(-1), g.reshape(-1)
+    per_entry = _per_entry(fmts)
     for lo, hi in chunk_bounds(flat.numel(), fmts):
-        parts = [
-            _slot_slice(t, lo, hi, per) for t, per in zip(slots, _per_entry(fmts), strict=True)
-        ]
+        parts = [_slot_slice(t, lo, hi, per) for t, per in zip(slots, per_entry, strict=True)]
         out = quantized_adam_(flat[lo:hi], gf[lo:hi], (parts[0], parts[1]), (parts[2], parts[3]),
                               fmts, scalars)  # fmt: skip
         torch._foreach_copy_(parts, list(out))
