@@ -125,7 +125,8 @@ def train(
     device, amp, sched = setup(optimizer, config)  # also seeds torch, resets CUDA peak memory
     params = [p for p in model.parameters() if p.requires_grad]
     validate = partial(evaluate, model, data, device, amp)  # validate(final) -> val loss
-    run = Progress(data.tokens_per_batch, sum(p.numel() for p in params), rank)  # clock starts
+    n_params = sum(p.numel() for p in params)
+    run = Progress(data.tokens_per_batch, n_params, rank or RankContext(device=config.device))
     model.train()
     status, stopped = RUNNING
     step = 0
@@ -164,7 +165,7 @@ class Progress:
 
     tokens_per_batch: int
     n_params: int
-    rank: RankContext | None = None  # None: one process
+    rank: RankContext = field(default_factory=RankContext)  # world size 1: one process
     curve: list[MetricPoint] = field(default_factory=list)
     window: list[Tensor] = field(default_factory=list)  # step losses since the last point
     first_loss: float | None = None
@@ -180,8 +181,8 @@ def checkpoint(
 ) -> tuple[Status, int | None]:
     """Every ``log_every`` steps and at evaluations: divergence check of the window, a curve
     point (with the validation loss at eval points), the callbacks -> (status, stopped step)."""
-    window = torch.stack(run.window)  # every rank takes the same divergence decision:
-    losses = (run.rank.mean(window) if run.rank else window).float().cpu()
+    # the mean over ranks (the window itself in one process): every rank decides alike
+    losses = run.rank.mean(torch.stack(run.window)).float().cpu()
     run.window.clear()
     bad = diverged_at(losses, run, config.explode_factor)
     if bad is not None:
