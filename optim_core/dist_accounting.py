@@ -18,7 +18,7 @@ import torch
 
 from optim_core.accounting import param_stages
 from optim_core.base import numel
-from optim_core.dist_norms import REDUCIBLE, allreduce_numel
+from optim_core.dist_norms import REDUCIBLE, allreduce_calls, ring_allreduce_bytes
 from optim_core.dist_plan import assign_owners, localize, path_of, shard_shape
 from optim_core.normalize import Normalize
 from optim_core.recipe import Recipe
@@ -93,7 +93,7 @@ def comm_bytes_per_step(
     (``2·(N − n_owner)``, :mod:`optim_core.dist_exchange`) and every other rank ``r`` its
     ``n_r`` rows of the new weight; per
     shard-local parameter, the fp32 statistics its norms all-reduce (``k`` elements:
-    :func:`optim_core.dist_norms.allreduce_numel`, counted as a ring all-reduce,
+    :func:`optim_core.dist_norms.allreduce_calls`, each a ring all-reduce,
     ``2·(w − 1)/w·k``); nothing for elementwise pipelines."""
     if world == 1:
         return (0,)
@@ -105,13 +105,13 @@ def comm_bytes_per_step(
 
 
 def _received(item: _Placed, world: int, rank: int, dtype: torch.dtype) -> int:
-    size = torch.empty((), dtype=dtype).element_size()
-    if item.owner is None:
-        k = sum(
-            allreduce_numel(st, item.shape)
+    size = dtype.itemsize
+    if item.owner is None:  # fp32 statistics, one ring all-reduce per call
+        return sum(
+            ring_allreduce_bytes(k, world, 4)
             for st in item.stages
             if isinstance(st, Normalize) and st.kind in REDUCIBLE
+            for k in allreduce_calls(st, item.shape)
         )
-        return 4 * (2 * (world - 1) * k // world)
     local = numel(shard_shape(item.shape, world, rank))
     return size * (2 * (numel(item.shape) - local) if rank == item.owner else local)

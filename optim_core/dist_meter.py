@@ -17,6 +17,8 @@ from typing import Any
 import torch.distributed as dist
 from torch import Tensor
 
+from optim_core.dist_norms import ring_allreduce_bytes
+
 __all__ = ["CommMeter"]
 
 
@@ -40,7 +42,7 @@ class CommMeter:
 
     def _all_reduce(self, tensor: Tensor, *a: Any, **kw: Any) -> Any:
         world = dist.get_world_size(kw.get("group"))
-        self.bytes += 2 * (world - 1) * tensor.numel() // world * tensor.element_size()
+        self.bytes += ring_allreduce_bytes(tensor.numel(), world, tensor.element_size())
         self.calls += 1
         return self._saved["all_reduce"](tensor, *a, **kw)
 

@@ -24,7 +24,14 @@ Reduce = Callable[[Tensor], Tensor]  # sum over the ranks (in place), returns th
 
 REDUCIBLE = frozenset({"col", "rms", "frobenius", "standardize", "sinkhorn"})
 
-__all__ = ["REDUCIBLE", "ShardedNormalize", "allreduce_numel", "sharded_normalize"]
+__all__ = [
+    "REDUCIBLE",
+    "ShardedNormalize",
+    "allreduce_calls",
+    "allreduce_numel",
+    "ring_allreduce_bytes",
+    "sharded_normalize",
+]
 
 
 def col_sharded(u: Tensor, rows: int, eps: float, reduce: Reduce) -> Tensor:
@@ -87,13 +94,25 @@ def sharded_normalize(
     raise ValueError(f"sharded_normalize: {norm.kind!r} is not one of {sorted(REDUCIBLE)}")
 
 
+def allreduce_calls(norm: Normalize, full_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Elements of each all-reduce ``norm`` makes per step on a ``Shard(0)`` shard of
+    ``full_shape`` (one entry per call)."""
+    cols = math.prod(full_shape[1:]) if len(full_shape) > 1 else 1
+    if norm.kind == "standardize":
+        return (cols, cols) if _columns(norm, full_shape) else ()
+    per_kind = {"col": (cols,), "rms": (1,), "frobenius": (1,), "sinkhorn": (cols,) * norm.iters}
+    return per_kind.get(norm.kind, ())
+
+
 def allreduce_numel(norm: Normalize, full_shape: tuple[int, ...]) -> int:
     """Elements ``norm`` all-reduces per step on a ``Shard(0)`` shard of ``full_shape``."""
-    cols = math.prod(full_shape[1:]) if len(full_shape) > 1 else 1
-    per_kind = {"col": cols, "rms": 1, "frobenius": 1, "sinkhorn": norm.iters * cols}
-    if norm.kind == "standardize":
-        return 2 * cols if _columns(norm, full_shape) else 0
-    return per_kind.get(norm.kind, 0)
+    return sum(allreduce_calls(norm, full_shape))
+
+
+def ring_allreduce_bytes(numel: int, world: int, itemsize: int) -> int:
+    """Bytes each rank receives in one ring all-reduce of ``numel`` elements:
+    ``2·(w − 1)·numel/w`` elements (floored per call, as :class:`CommMeter` counts them)."""
+    return 2 * (world - 1) * numel // world * itemsize
 
 
 @dataclass

@@ -16,7 +16,13 @@ from torch import Tensor
 import optim_core
 from optim_core.base import FP32_CODEC, codec_for_bits
 from optim_core.dist_accounting import comm_bytes_per_step, sharded_state_bytes
-from optim_core.dist_norms import REDUCIBLE, allreduce_numel, sharded_normalize
+from optim_core.dist_norms import (
+    REDUCIBLE,
+    allreduce_calls,
+    allreduce_numel,
+    ring_allreduce_bytes,
+    sharded_normalize,
+)
 from optim_core.dist_plan import shard_codec, shard_rows
 from optim_core.normalize import Normalize
 
@@ -77,6 +83,17 @@ def test_allreduce_numel_per_kind() -> None:
     want = {"col-row": 7, "rms-row": 1, "frobenius-row": 1, "sinkhorn-row": 5 * 7}
     assert got == {**want, "standardize-larger": 14, "standardize-row": 0}
     assert {n.kind for n in NORMS} == REDUCIBLE  # every reducible kind is tested above
+
+
+def test_bytes_are_counted_per_all_reduce_call() -> None:
+    """The accounting floors ``2(w-1)k/w`` per call, as the meter sees calls: summing the
+    elements of several calls first overcounts when ``w`` does not divide them."""
+    shape = (13, 7)
+    calls = {f"{n.kind}-{n.axis}": allreduce_calls(n, shape) for n in NORMS}
+    assert calls["sinkhorn-row"] == (7,) * 5 and calls["standardize-larger"] == (7, 7)
+    assert calls["rms-row"] == calls["frobenius-row"] == (1,) and calls["standardize-row"] == ()
+    per_call = sum(ring_allreduce_bytes(k, 8, 4) for k in (1, 1))  # rms then frobenius, w = 8
+    assert per_call == 8 and ring_allreduce_bytes(2, 8, 4) == 12  # not 12: one call each
 
 
 SHAPES = {"embed.weight": (256, 32), "layers.0.attn.q.weight": (32, 32), "norm.weight": (32,)}
