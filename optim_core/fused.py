@@ -181,7 +181,8 @@ def step_quantized_adam(
 ) -> None:
     """Step ``p`` with its quantized slots ``{prefix}m.q``/``.scale`` and ``{prefix}v.*`` in
     ``state`` (updated in place), compiled when :func:`compile_enabled` says so; ``grad``
-    defaults to ``p.grad``. Eager steps run in cache-sized chunks (:func:`chunk_bounds`)."""
+    defaults to ``p.grad``. Eager CPU steps run in cache-sized chunks (:func:`chunk_bounds`; on
+    a GPU the extra launches would cost more than the cache saves)."""
     g = p.grad if grad is None else grad
     assert g is not None
     slots = [state[prefix + key] for key in SLOT_KEYS]
@@ -192,7 +193,8 @@ def step_quantized_adam(
         return
     flat, gf = p.view(-1), g.reshape(-1)
     per_entry = _per_entry(fmts)
-    for lo, hi in chunk_bounds(flat.numel(), fmts):
+    bounds = chunk_bounds(flat.numel(), fmts) if p.device.type == "cpu" else [(0, flat.numel())]
+    for lo, hi in bounds:
         parts = [_slot_slice(t, lo, hi, per) for t, per in zip(slots, per_entry, strict=True)]
         out = quantized_adam_(flat[lo:hi], gf[lo:hi], (parts[0], parts[1]), (parts[2], parts[3]),
                               fmts, scalars)  # fmt: skip

@@ -89,16 +89,17 @@ def block_absmax(blocks: Tensor, nonneg: bool = False) -> Tensor:
 
 
 def quantize_blockwise(
-    x: Tensor, qmap: Tensor, block_size: int, lut: CodeLut | None = None
+    x: Tensor, qmap: Tensor, block_size: int, lut: CodeLut | None = None, nonneg: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Block-wise absmax quantisation of the flattened ``x``.
 
     Returns ``(codes, absmax)``: uint8 codes of shape ``(numel,)`` and fp32 absmax of shape
     ``(ceil(numel / block_size),)``; a last partial block gets its own absmax (bitsandbytes).
     The absmax is clipped at 1e-12 (torchao) so an all-zero block stays representable.
-    ``lut`` (a :class:`CodeLut` of ``qmap``'s thresholds, same codes) may be passed precomputed.
+    ``lut`` (a :class:`CodeLut` of ``qmap``'s thresholds, same codes) may be passed precomputed;
+    ``nonneg``: ``x >= 0`` is known (an unsigned map's values), one reduction per block.
     """
-    y, absmax = normalize_blocks(x, block_size)
+    y, absmax = normalize_blocks(x, block_size, nonneg)
     if lut is None:
         return bucketize_codes(y, tie_up_thresholds(qmap)), absmax
     return lut.codes(y), absmax
@@ -248,7 +249,7 @@ class BlockwiseCodec:
         if not self._quantized(t.numel()):
             return {"": t.float()}
         qmap, lut = _maps(self.bits, self.signed, str(t.device))
-        codes, absmax = quantize_blockwise(t, qmap, self.block_size, lut)
+        codes, absmax = quantize_blockwise(t, qmap, self.block_size, lut, not self.signed)
         if self.bits == 4:
             codes = pack_nibbles(codes)
         return {"q": codes, "scale": absmax}
