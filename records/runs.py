@@ -114,30 +114,36 @@ def run_metrics(
     return {"run_id": run_id, "status": status, "points": points}
 
 
-def cancel_run(session: Session, run_id: int) -> dict[str, Any]:
-    """Cancel a queued run now, or ask a running one to stop (the trainer checks the flag).
-
-    Both updates are guarded by the status, so a cancel never races a worker's claim into an
-    inconsistent row. The caller commits.
-    """
-    now = datetime.now(UTC)
+def cancel_runs(session: Session, *where: Any) -> int:
+    """Cancel the queued runs matching ``where`` now and ask the running ones to stop (the
+    trainer checks the flag); finished runs stay as they are. Both updates are guarded by the
+    status, so a cancel never races a worker's claim into an inconsistent row; loaded rows are
+    refreshed. Returns how many runs were cancelled or asked to stop. The caller commits."""
+    sync = {"synchronize_session": "fetch"}
     done = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status == RunStatus.queued.value)
-        .values(status=RunStatus.cancelled.value, cancel_requested=True, finished_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if not rowcount(done):
-        done = session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.running.value)
-            .values(cancel_requested=True)
-            .execution_options(synchronize_session=False)
+        .where(*where, Run.status == RunStatus.queued.value)
+        .values(
+            status=RunStatus.cancelled.value, cancel_requested=True, finished_at=datetime.now(UTC)
         )
+        .execution_options(**sync)
+    )
+    asked = session.execute(
+        update(Run)
+        .where(*where, Run.status == RunStatus.running.value)
+        .values(cancel_requested=True)
+        .execution_options(**sync)
+    )
+    return rowcount(done) + rowcount(asked)
+
+
+def cancel_run(session: Session, run_id: int) -> dict[str, Any]:
+    """Cancel a queued run now, or ask a running one to stop (:func:`cancel_runs`)."""
+    changed = cancel_runs(session, Run.id == run_id)
     run = session.get(Run, run_id, populate_existing=True)
     if run is None:
         raise NotFound(f"no run {run_id}")
-    if not rowcount(done):
+    if not changed:
         raise RunStateError(f"run {run_id} is already {run.status}; only queued or running runs")
     return run_dict(run)
 
@@ -213,12 +219,7 @@ def cancel_experiment(session: Session, experiment_id: int) -> dict[str, Any]:
     """Cancel every queued or running run of the experiment (finished runs stay as they are);
     returns the experiment. The caller commits."""
     exp = load_experiment(session, experiment_id)
-    for run in exp.runs:
-        if run.status in (RunStatus.queued, RunStatus.running):
-            try:
-                cancel_run(session, run.id)
-            except RunStateError:  # finished meanwhile
-                continue
+    cancel_runs(session, Run.experiment_id == experiment_id)
     return experiment_record(exp)
 
 

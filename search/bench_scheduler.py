@@ -37,12 +37,12 @@ from core.models import (
 )
 from records.bench_report import progress
 from records.reuse import reuse_if_stored, upsert_recipe_row
+from records.runs import cancel_runs
 from search.bench_space import apply_params, pipeline_form
 from search.bench_spec import BenchmarkSpec, plan_benchmark
 from search.space import FloatRange
 from search.trial_runs import (
     Dispatch,
-    cancel_runs,
     lock_row,
     now,
     recipe_identity,
@@ -91,8 +91,8 @@ def cancel_benchmark(session: Session, benchmark_id: int) -> Benchmark:
     bench = _lock(session, benchmark_id)
     if bench.status != BenchmarkStatus.running:
         return bench
+    cancel_runs(session, Run.benchmark_cell_id.in_([c.id for c in bench.cells]))
     for cell in bench.cells:
-        cancel_runs(cell.runs)
         if cell.phase in (CellPhase.tuning, CellPhase.confirming):
             _close(cell, CellPhase.failed, "benchmark cancelled")
     bench.status = BenchmarkStatus.cancelled

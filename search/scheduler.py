@@ -37,6 +37,7 @@ from core.models import (
     StudyStatus,
     TrialStatus,
 )
+from records.runs import cancel_runs
 from search.outcomes import current_runs, finish, tell_finished, trial_values
 from search.space import DesignSpace
 from search.spec import StudySpec, StudySpecError
@@ -44,7 +45,6 @@ from search.study_view import progress
 from search.suggest import params_to_design
 from search.trial_runs import (
     Dispatch,
-    cancel_runs,
     default_dispatch,
     lock_row,
     new_run,
@@ -149,10 +149,9 @@ def cancel_study(session: Session, study_id: int) -> SearchStudy:
     if study.status != StudyStatus.running:
         return study
     opt = _optuna(study, len(study.trials))
-    for trial in study.trials:
-        if trial.status != TrialStatus.running:
-            continue
-        cancel_runs(trial.runs)
+    running = [t for t in study.trials if t.status == TrialStatus.running]
+    cancel_runs(session, Run.trial_id.in_([t.id for t in running]))
+    for trial in running:
         finish(trial, TrialStatus.failed, reason="study cancelled")
         ostudy.tell(opt, trial.number, "failed", reason="study cancelled")
     study.status = StudyStatus.cancelled

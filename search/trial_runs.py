@@ -179,14 +179,3 @@ def repeat_ticks(tick_once: TickOnce, dispatch: Dispatch | None) -> dict[str, in
         if not again:
             break
     return counts
-
-
-def cancel_runs(runs: Iterable[Run]) -> None:
-    """Queued runs cancelled (finished now), running ones asked to stop (their worker ends
-    them); finished runs stay as they are."""
-    for run in runs:
-        if run.status == RunStatus.queued:
-            run.status = RunStatus.cancelled
-            run.finished_at = now()
-        elif run.status == RunStatus.running:
-            run.cancel_requested = True
