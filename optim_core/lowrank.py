@@ -27,7 +27,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from optim_core.base import Stage, StateCodec, as_matrix_shape, slot_init, slot_read, tensor_bytes
+from optim_core.base import (
+    Stage,
+    StateCodec,
+    as_matrix_shape,
+    slot_init,
+    slot_read,
+    slot_write,
+    tensor_bytes,
+)
 from optim_core.chain import chain_lr, init_chain, run_chain
 
 __all__ = [
@@ -320,8 +328,7 @@ class LowRank:
         if self.projector_codec is None:
             state["P"].copy_(proj)
             return state["P"].float(), proj  # GaLore casts P to the param dtype
-        for key, t in slot_init("P", proj, self.projector_codec).items():
-            state[key] = t
+        slot_write(state, "P", proj, self.projector_codec)  # a refresh is a write, not an init
         return self._read_projector(state, shape), proj
 
     def _adapt_interval(
