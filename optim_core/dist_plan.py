@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from optim_core.adaptive import Adam
 from optim_core.base import Stage, StateCodec, numel
-from optim_core.dist_norms import REDUCIBLE, Reduce, ShardedNormalize
+from optim_core.dist_norms import REDUCIBLE, Reduce, on_shard
 from optim_core.momentum import Ema
 from optim_core.normalize import Normalize, Scale
 from optim_core.quantize import BlockwiseCodec
@@ -73,12 +73,13 @@ def localize(
 ) -> list[Stage]:
     """Shard-local copies of ``stages`` of a parameter of ``full_shape``: their state codecs
     decided by the full tensor (:func:`shard_codec`), and, given ``reduce`` (a sum over the
-    ranks), norms spanning the rows as :class:`ShardedNormalize`; other stages as they are."""
+    ranks), norms spanning the rows told the full shape and the sum (:func:`on_shard`); other
+    stages as they are."""
     n = numel(full_shape)
     out: list[Stage] = []
     for stage in stages:
         if reduce is not None and isinstance(stage, Normalize) and stage.kind in REDUCIBLE:
-            out.append(ShardedNormalize(stage, full_shape, reduce))
+            out.append(on_shard(stage, full_shape, reduce))
             continue
         fields: dict[str, Any] = {}
         for key in ("codec", "codec_v"):
